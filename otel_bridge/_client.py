@@ -1,0 +1,208 @@
+"""Client tier: W3C context on requests to the gateway, and only there.
+
+``traceparent`` flows as OpenTelemetry always sends it. The prompt link travels in ``baggage``
+under Langfuse's own keys, and every ``langfuse_*`` member is withheld from any origin that is
+not a configured gateway: a propagator cannot see the URL it injects into, so the httpx
+request hook (which can) marks the client span of each gateway-bound request, and the
+propagator reads that mark from the span that is current while it injects.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import baggage as otel_baggage
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
+
+from otel_bridge._config import Origin
+from otel_bridge._context import (
+    LANGFUSE_BAGGAGE_PREFIX,
+    PROMPT_NAME_KEY,
+    PROMPT_VERSION_KEY,
+    PromptRef,
+    format_baggage,
+    parse_baggage,
+    prompt_from_members,
+    prompt_members,
+)
+
+_logger = logging.getLogger(__name__)
+
+GATEWAY_ATTRIBUTE = "otel_bridge.gateway"
+_PROMPT_CONTEXT_KEY = otel_context.create_key("otel_bridge.prompt")
+
+PromptSource = Callable[[], PromptRef | None]
+"""Finds the prompt of the call being made now, from state the bridge does not own."""
+
+# Spans are weakly held: a span that is gone can never be current again.
+_gateway_spans: weakref.WeakSet[trace.Span] = weakref.WeakSet()
+_gateways: frozenset[Origin] = frozenset()
+_prompt_sources: list[PromptSource] = []
+
+
+@contextmanager
+def use_prompt(prompt: object) -> Iterator[PromptRef]:
+    """Link gateway calls made inside the block to ``prompt``.
+
+    Accepts a Langfuse prompt client, a ``{"name": ..., "version": ...}`` mapping or a
+    :class:`PromptRef`. Works across threads started with a copied context and across
+    asyncio tasks, like any OpenTelemetry context value.
+
+        with otel_bridge.use_prompt(langfuse.get_prompt("test-prompt")):
+            client.chat.completions.create(...)
+    """
+    ref = PromptRef.from_prompt(prompt)
+    token = otel_context.attach(otel_context.set_value(_PROMPT_CONTEXT_KEY, ref))
+    try:
+        yield ref
+    finally:
+        otel_context.detach(token)
+
+
+def current_prompt(context: Context | None = None) -> PromptRef | None:
+    """The prompt a gateway call made now would carry, most specific source first.
+
+    1. a registered source, e.g. the open Langfuse generation of this call;
+    2. the innermost :func:`use_prompt`;
+    3. ``langfuse_prompt_*`` baggage, as Langfuse's ``propagate_attributes(as_baggage=True)``
+       or an upstream service put it there.
+    """
+    for source in _prompt_sources:
+        found = source()
+        if found is not None:
+            return found
+    explicit = otel_context.get_value(_PROMPT_CONTEXT_KEY, context)
+    if isinstance(explicit, PromptRef):
+        return explicit
+    entries = otel_baggage.get_all(context)
+    members = [
+        (key, value)
+        for key in (PROMPT_NAME_KEY, PROMPT_VERSION_KEY)
+        if isinstance(value := entries.get(key), str)
+    ]
+    prompt, _ = prompt_from_members(members)
+    return prompt
+
+
+def _origin_of(url: object) -> Origin | None:
+    if isinstance(url, tuple):
+        scheme, host, port = (
+            part.decode("ascii", "replace") if isinstance(part, bytes) else part for part in url[:3]
+        )
+        text = f"{scheme}://{host}" + (f":{port}" if port else "")
+    else:
+        text = str(url)
+    try:
+        return Origin.parse(text)
+    except ValueError:
+        return None
+
+
+def request_hook(span: trace.Span, request: Any) -> None:
+    """httpx/httpx2 request hook: mark the client span of a request bound for a gateway."""
+    if not _gateways:
+        return
+    origin = _origin_of(getattr(request, "url", None))
+    if origin is not None and origin in _gateways:
+        _gateway_spans.add(span)
+        if span.is_recording():
+            span.set_attribute(GATEWAY_ATTRIBUTE, str(origin))
+
+
+async def async_request_hook(span: trace.Span, request: Any) -> None:
+    request_hook(span, request)
+
+
+def is_gateway_span(span: object) -> bool:
+    """Whether ``span`` is the client span of a call to a configured gateway."""
+    attributes = getattr(span, "attributes", None)
+    return bool(attributes) and GATEWAY_ATTRIBUTE in attributes
+
+
+class GatewayBaggagePropagator(TextMapPropagator):
+    """W3C baggage, with ``langfuse_*`` members sent to configured gateways only.
+
+    Replaces OpenTelemetry's ``baggage`` propagator: members outside the ``langfuse_``
+    prefix flow everywhere as before; the prompt link is added for gateway calls.
+    """
+
+    _HEADER = "baggage"
+
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        getter: Getter[CarrierT] = default_getter,
+    ) -> Context:
+        if context is None:
+            context = otel_context.get_current()
+        members, _ = parse_baggage(getter.get(carrier, self._HEADER))
+        for key, value in members:
+            context = otel_baggage.set_baggage(key, value, context)
+        return context
+
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
+        entries: Mapping[str, object] = otel_baggage.get_all(context)
+        members: Iterable[tuple[str, str]] = [
+            (key, str(value))
+            for key, value in entries.items()
+            if not key.startswith(LANGFUSE_BAGGAGE_PREFIX)
+        ]
+        if trace.get_current_span(context) in _gateway_spans:
+            kept_langfuse = [
+                (key, str(value))
+                for key, value in entries.items()
+                if key.startswith(LANGFUSE_BAGGAGE_PREFIX)
+                and key not in (PROMPT_NAME_KEY, PROMPT_VERSION_KEY)
+            ]
+            prompt = current_prompt(context)
+            bridge = prompt_members(prompt) if prompt is not None else []
+            # The bridge's own members go first so the W3C size limit never cuts them.
+            members = [*bridge, *kept_langfuse, *members]
+        header = format_baggage(members)
+        if header:
+            setter.set(carrier, self._HEADER, header)
+
+    @property
+    def fields(self) -> set[str]:
+        return {self._HEADER}
+
+
+def configure(
+    gateways: Collection[Origin],
+    prompt_sources: Iterable[PromptSource] = (),
+) -> None:
+    """Set which origins are gateways and where prompts may come from (process-wide)."""
+    global _gateways
+    _gateways = frozenset(gateways)
+    _prompt_sources[:] = list(prompt_sources)
+    if not _gateways:
+        _logger.warning(
+            "otel-bridge: OTEL_BRIDGE_GATEWAYS is empty, so no request will carry a prompt "
+            "link; set it to the gateway's base URL, e.g. http://localhost:4000"
+        )
+
+
+def reset() -> None:
+    global _gateways
+    _gateways = frozenset()
+    _prompt_sources.clear()
