@@ -35,10 +35,11 @@ def apply_defaults() -> None:
 
 def start_bridge(**kwargs: Any) -> None:
     """Instrument the client tier; a bad setting is logged and leaves the app unbridged."""
-    if is_disabled():
+    instrumentor = BridgeInstrumentor()
+    if is_disabled() or instrumentor.is_instrumented_by_opentelemetry:
         return
     try:
-        BridgeInstrumentor().instrument(**kwargs)
+        instrumentor.instrument(**kwargs)
     except ValueError as error:
         _logger.error("otel-bridge: not started: %s", error)
 

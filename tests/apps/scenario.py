@@ -1,0 +1,152 @@
+"""The app users already have, in every variant the bridge must serve.
+
+Run by the end-to-end tests as its own process, from the client tier's environment, either
+under ``opentelemetry-instrument`` (SCENARIO_INSTRUMENT=launcher) or plainly with
+``otel_bridge.instrument()`` first (SCENARIO_INSTRUMENT=call). Prints one JSON line per
+``run-test`` span so the test can find each caller's trace among what was exported.
+
+SCENARIO_PATH   langfuse_openai | propagate_attributes | use_prompt
+SCENARIO_CALL   sync | async | stream | astream
+SCENARIO_PROMPTS        comma-separated prompt names, used one after the other (default test-prompt)
+SCENARIO_CONCURRENCY    N > 1: N concurrent async traces, prompts assigned round-robin
+SCENARIO_OTHER_URL      a non-gateway origin called inside the same context (leak check)
+SCENARIO_EXTRA_BODY     JSON merged into extra_body (the old hand-built metadata)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+if os.environ.get("SCENARIO_INSTRUMENT") == "call":
+    import otel_bridge
+
+    otel_bridge.instrument()
+
+import httpx
+import httpx2
+from langfuse import get_client, propagate_attributes
+
+PATH = os.environ.get("SCENARIO_PATH", "langfuse_openai")
+CALL = os.environ.get("SCENARIO_CALL", "sync")
+PROMPTS = os.environ.get("SCENARIO_PROMPTS", "test-prompt").split(",")
+CONCURRENCY = int(os.environ.get("SCENARIO_CONCURRENCY", "1"))
+OTHER_URL = os.environ.get("SCENARIO_OTHER_URL")
+EXTRA_BODY = json.loads(os.environ.get("SCENARIO_EXTRA_BODY", "null"))
+BASE_URL = os.environ["SCENARIO_BASE_URL"]
+API_KEY = os.environ["SCENARIO_API_KEY"]
+MODEL = os.environ.get("SCENARIO_MODEL", "llama3.2:1b")
+
+if PATH == "langfuse_openai":
+    from langfuse.openai import openai
+else:
+    import openai
+
+langfuse = get_client()
+sync_client = openai.OpenAI(api_key=API_KEY, base_url=BASE_URL, max_retries=0)
+async_client = openai.AsyncOpenAI(api_key=API_KEY, base_url=BASE_URL, max_retries=0)
+
+
+def request_kwargs(prompt: object, messages: list[dict[str, str]]) -> dict[str, object]:
+    kwargs: dict[str, object] = {
+        "model": MODEL,
+        "messages": messages,
+        "stream": CALL in ("stream", "astream"),
+    }
+    if PATH == "langfuse_openai":
+        kwargs.update(name="llm-response", langfuse_prompt=prompt)
+    if EXTRA_BODY is not None:
+        kwargs["extra_body"] = EXTRA_BODY
+    return kwargs
+
+
+def prompt_scope(prompt: object) -> object:
+    if PATH == "propagate_attributes":
+        return propagate_attributes(prompt=prompt, as_baggage=True)
+    if PATH == "use_prompt":
+        import otel_bridge
+
+        return otel_bridge.use_prompt(prompt)
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def report(span: object, prompt: object) -> None:
+    print(
+        json.dumps(
+            {
+                "trace_id": span.trace_id,
+                "span_id": span.id,
+                "prompt_name": prompt.name,
+                "prompt_version": prompt.version,
+            }
+        ),
+        flush=True,
+    )
+
+
+def run_sync(prompt_name: str) -> None:
+    prompt = langfuse.get_prompt(prompt_name)
+    messages = prompt.compile()
+    with langfuse.start_as_current_observation(as_type="span", name="run-test", input=messages) as span:
+        with prompt_scope(prompt):
+            response = sync_client.chat.completions.create(**request_kwargs(prompt, messages))
+            if CALL == "stream":
+                text = "".join(chunk.choices[0].delta.content or "" for chunk in response if chunk.choices)
+            else:
+                text = response.choices[0].message.content
+            if OTHER_URL:
+                httpx.get(OTHER_URL)
+                httpx2.get(OTHER_URL)
+        span.update(output=text)
+        report(span, prompt)
+
+
+async def run_async(prompt_name: str) -> None:
+    prompt = langfuse.get_prompt(prompt_name)
+    messages = prompt.compile()
+    with langfuse.start_as_current_observation(as_type="span", name="run-test", input=messages) as span:
+        with prompt_scope(prompt):
+            response = await async_client.chat.completions.create(**request_kwargs(prompt, messages))
+            if CALL == "astream":
+                text = "".join([c.choices[0].delta.content or "" async for c in response if c.choices])
+            else:
+                text = response.choices[0].message.content
+            if OTHER_URL:
+                async with httpx.AsyncClient() as other:
+                    await other.get(OTHER_URL)
+                async with httpx2.AsyncClient() as other2:
+                    await other2.get(OTHER_URL)
+        span.update(output=text)
+        report(span, prompt)
+
+
+async def run_concurrent() -> None:
+    names = [PROMPTS[i % len(PROMPTS)] for i in range(CONCURRENCY)]
+    await asyncio.gather(*(run_async(name) for name in names))
+
+
+async def run_sequential() -> None:
+    # One event loop for all calls: the async client's connection pool is bound to it.
+    for name in PROMPTS:
+        await run_async(name)
+
+
+def main() -> int:
+    if CONCURRENCY > 1:
+        asyncio.run(run_concurrent())
+    else:
+        if CALL in ("sync", "stream"):
+            for name in PROMPTS:
+                run_sync(name)
+        else:
+            asyncio.run(run_sequential())
+    langfuse.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
