@@ -34,7 +34,8 @@ CALL = os.environ.get("SCENARIO_CALL", "sync")
 PROMPTS = os.environ.get("SCENARIO_PROMPTS", "test-prompt").split(",")
 CONCURRENCY = int(os.environ.get("SCENARIO_CONCURRENCY", "1"))
 OTHER_URL = os.environ.get("SCENARIO_OTHER_URL")
-EXTRA_BODY = json.loads(os.environ.get("SCENARIO_EXTRA_BODY", "null"))
+# May name the caller's own ids as {trace_id} and {span_id}, as the hand-built workaround did.
+EXTRA_BODY = os.environ.get("SCENARIO_EXTRA_BODY")
 BASE_URL = os.environ["SCENARIO_BASE_URL"]
 API_KEY = os.environ["SCENARIO_API_KEY"]
 MODEL = os.environ.get("SCENARIO_MODEL", "llama3.2:1b")
@@ -49,7 +50,7 @@ sync_client = openai.OpenAI(api_key=API_KEY, base_url=BASE_URL, max_retries=0)
 async_client = openai.AsyncOpenAI(api_key=API_KEY, base_url=BASE_URL, max_retries=0)
 
 
-def request_kwargs(prompt: object, messages: list[dict[str, str]]) -> dict[str, object]:
+def request_kwargs(prompt: object, messages: list[dict[str, str]], span: object) -> dict[str, object]:
     kwargs: dict[str, object] = {
         "model": MODEL,
         "messages": messages,
@@ -58,7 +59,8 @@ def request_kwargs(prompt: object, messages: list[dict[str, str]]) -> dict[str, 
     if PATH == "langfuse_openai":
         kwargs.update(name="llm-response", langfuse_prompt=prompt)
     if EXTRA_BODY is not None:
-        kwargs["extra_body"] = EXTRA_BODY
+        body = EXTRA_BODY.replace("{trace_id}", span.trace_id).replace("{span_id}", span.id)
+        kwargs["extra_body"] = json.loads(body)
     return kwargs
 
 
@@ -93,7 +95,7 @@ def run_sync(prompt_name: str) -> None:
     messages = prompt.compile()
     with langfuse.start_as_current_observation(as_type="span", name="run-test", input=messages) as span:
         with prompt_scope(prompt):
-            response = sync_client.chat.completions.create(**request_kwargs(prompt, messages))
+            response = sync_client.chat.completions.create(**request_kwargs(prompt, messages, span))
             if CALL == "stream":
                 text = "".join(chunk.choices[0].delta.content or "" for chunk in response if chunk.choices)
             else:
@@ -110,7 +112,7 @@ async def run_async(prompt_name: str) -> None:
     messages = prompt.compile()
     with langfuse.start_as_current_observation(as_type="span", name="run-test", input=messages) as span:
         with prompt_scope(prompt):
-            response = await async_client.chat.completions.create(**request_kwargs(prompt, messages))
+            response = await async_client.chat.completions.create(**request_kwargs(prompt, messages, span))
             if CALL == "astream":
                 text = "".join([c.choices[0].delta.content or "" async for c in response if c.choices])
             else:

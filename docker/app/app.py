@@ -1,0 +1,74 @@
+"""The otel-bridge demo scenario: one chat completion through the LiteLLM proxy, traced by Langfuse.
+
+Run under the bridge (docker/app/Dockerfile does this)::
+
+    OTEL_PYTHON_DISTRO=otel_bridge OTEL_PYTHON_CONFIGURATOR=otel_bridge \\
+    OTEL_BRIDGE_GATEWAYS=http://litellm:4000 opentelemetry-instrument python app.py
+
+Environment: LITELLM_BASE_URL (default http://litellm:4000), LITELLM_API_KEY (a LiteLLM key;
+the compose demo passes the master key), LITELLM_MODEL (default llama3.2:1b),
+LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY / LANGFUSE_BASE_URL for the Langfuse SDK, and
+SEED_TEST_PROMPT (default true): create the chat prompt "test-prompt" when the project has none,
+so a fresh self-hosted Langfuse runs the scenario unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+
+from langfuse import get_client
+from langfuse.api import NotFoundError
+from langfuse.openai import openai
+
+BASE_URL = os.environ.get("LITELLM_BASE_URL", "http://litellm:4000")
+API_KEY = os.environ.get("LITELLM_API_KEY", "")
+MODEL = os.environ.get("LITELLM_MODEL", "llama3.2:1b")
+PROMPT_NAME = "test-prompt"
+
+
+def seed_prompt_if_missing(langfuse) -> None:  # type: ignore[no-untyped-def]
+    """Create the scenario's prompt once, labelled `production` so get_prompt() serves it."""
+    if os.environ.get("SEED_TEST_PROMPT", "true").strip().lower() not in {"1", "true", "yes", "on"}:
+        return
+    try:
+        langfuse.get_prompt(PROMPT_NAME, max_retries=0)
+    except NotFoundError:
+        langfuse.create_prompt(
+            name=PROMPT_NAME,
+            type="chat",
+            prompt=[
+                {"role": "system", "content": "You are a concise assistant."},
+                {"role": "user", "content": "Say hello in one short sentence."},
+            ],
+            labels=["production"],
+            commit_message="seeded by the otel-bridge demo app",
+        )
+
+
+def main() -> None:
+    client = openai.OpenAI(api_key=API_KEY, base_url=BASE_URL)
+    langfuse = get_client()
+    seed_prompt_if_missing(langfuse)
+
+    # --- the scenario, as written ---------------------------------------------------------
+    prompt = langfuse.get_prompt(PROMPT_NAME)
+    messages = prompt.compile()
+    with langfuse.start_as_current_observation(
+        as_type="span", name="run-test", input=messages
+    ) as span:
+        response = client.chat.completions.create(
+            model=MODEL,
+            stream=False,
+            messages=messages,
+            name="llm-response",
+            langfuse_prompt=prompt,
+        )
+        span.update(output=response.choices[0].message.content)
+    langfuse.flush()
+    # ---------------------------------------------------------------------------------------
+
+    print(f"trace {span.trace_id}: {response.choices[0].message.content!r}")
+
+
+if __name__ == "__main__":
+    main()

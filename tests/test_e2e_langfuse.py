@@ -1,0 +1,246 @@
+"""Issue 2 end to end: the scenario app, a real LiteLLM proxy with the `langfuse` callback and
+the bridge, and the recording server standing in for Langfuse. Two processes, two
+environments: the client runs here (langfuse 5, OpenAI SDK 3), the proxy in .venv-proxy
+(langfuse 4, LiteLLM, OpenAI SDK 2)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from e2e_assertions import (
+    assert_unified,
+    is_proxy_span,
+    proxy_generations,
+    wait_for_proxy_generations,
+)
+from harness import (
+    MASTER_KEY,
+    MODEL,
+    CaptureServer,
+    ProxyProcess,
+    client_env,
+    mock_config,
+    proxy_python,
+    run_scenario,
+)
+
+from otel_bridge.recording_server import RecordingServer
+
+pytestmark = pytest.mark.e2e
+
+PATHS = ["langfuse_openai", "propagate_attributes", "use_prompt"]
+CALLS = ["sync", "async", "stream", "astream"]
+
+
+def proxy_env(recorder: RecordingServer) -> dict[str, str]:
+    return {
+        "LANGFUSE_PUBLIC_KEY": recorder.public_key,
+        "LANGFUSE_SECRET_KEY": recorder.secret_key,
+        "LANGFUSE_HOST": recorder.url,
+    }
+
+
+@pytest.fixture(scope="module")
+def proxy(recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    process = ProxyProcess(mock_config(), proxy_env(recorder), tmp_path_factory.mktemp("proxy"))
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def plain_proxy(recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    """The same proxy without the bridge: what LiteLLM does on its own."""
+    process = ProxyProcess(mock_config(bridge=False), proxy_env(recorder), tmp_path_factory.mktemp("plain"))
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def other_origin() -> Iterator[CaptureServer]:
+    with CaptureServer() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def clean_recorder(recorder: RecordingServer) -> None:
+    recorder.clear()
+
+
+@pytest.mark.parametrize("launcher", [True, False], ids=["launcher", "instrument-call"])
+@pytest.mark.parametrize("call", CALLS)
+@pytest.mark.parametrize("path", PATHS)
+def test_one_trace_one_prompt_link(
+    path: str,
+    call: str,
+    launcher: bool,
+    recorder: RecordingServer,
+    proxy: ProxyProcess,
+    other_origin: CaptureServer,
+) -> None:
+    env = client_env(
+        recorder.url, proxy.url, SCENARIO_PATH=path, SCENARIO_CALL=call, SCENARIO_OTHER_URL=other_origin.url
+    )
+    (run,) = run_scenario(env, launcher=launcher)
+    wait_for_proxy_generations(recorder, 1)
+    assert_unified(recorder, run, prompt=("test-prompt", 1), client_generation=path == "langfuse_openai")
+    assert len(proxy_generations(recorder.spans())) == 1
+    # 6. The same context reached a non-gateway origin (httpx and httpx2) without langfuse_* baggage.
+    assert len(other_origin.requests) == 2
+    for request in other_origin.requests:
+        assert "traceparent" in request
+        for value in request.get("baggage", []):
+            assert "langfuse_" not in value, value
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_two_prompts_one_after_the_other(path: str, recorder: RecordingServer, proxy: ProxyProcess) -> None:
+    env = client_env(recorder.url, proxy.url, SCENARIO_PATH=path, SCENARIO_PROMPTS="test-prompt,second prompt+%")
+    runs = run_scenario(env)
+    assert [(r["prompt_name"], r["prompt_version"]) for r in runs] == [("test-prompt", 1), ("second prompt+%", 4)]
+    wait_for_proxy_generations(recorder, 2)
+    for run in runs:
+        assert_unified(
+            recorder,
+            run,
+            prompt=(run["prompt_name"], run["prompt_version"]),
+            client_generation=path == "langfuse_openai",
+        )
+
+
+@pytest.mark.parametrize("path", ["langfuse_openai", "use_prompt"])
+def test_200_concurrent_traces_zero_cross_talk(path: str, recorder: RecordingServer, proxy: ProxyProcess) -> None:
+    env = client_env(
+        recorder.url,
+        proxy.url,
+        SCENARIO_PATH=path,
+        SCENARIO_CALL="async",
+        SCENARIO_PROMPTS="test-prompt,second prompt+%",
+        SCENARIO_CONCURRENCY="200",
+    )
+    runs = run_scenario(env)
+    assert len(runs) == 200
+    assert len({r["trace_id"] for r in runs}) == 200
+    wait_for_proxy_generations(recorder, 200, timeout=60)
+    for run in runs:
+        assert_unified(
+            recorder,
+            run,
+            prompt=(run["prompt_name"], run["prompt_version"]),
+            client_generation=path == "langfuse_openai",
+        )
+    assert len(proxy_generations(recorder.spans())) == 200
+
+
+def _raw_call(proxy: ProxyProcess, **extra: Any) -> None:
+    response = httpx.post(
+        f"{proxy.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {MASTER_KEY}", **extra.pop("headers", {})},
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], **extra},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+
+
+# Values that differ between two identical calls through the same proxy (ids, clocks, latency).
+# The two proxies differ only in their port, which LiteLLM logs in the request's Host header.
+def _stable(span: Any, volatile: set[str]) -> tuple[Any, ...]:
+    attributes = {k: v for k, v in span.attributes.items() if k not in volatile}
+    text = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", json.dumps(attributes, sort_keys=True, default=str))
+    return (span.name, span.parent_span_id is None, text)
+
+
+def _volatile_keys(first: Any, second: Any) -> set[str]:
+    keys = set(first.attributes) | set(second.attributes)
+    return {k for k in keys if first.attributes.get(k) != second.attributes.get(k)}
+
+
+def test_no_context_is_logged_exactly_as_without_the_bridge(
+    recorder: RecordingServer, proxy: ProxyProcess, plain_proxy: ProxyProcess
+) -> None:
+    _raw_call(plain_proxy)
+    _raw_call(plain_proxy)
+    plain_a, plain_b = wait_for_proxy_generations(recorder, 2)
+    volatile = _volatile_keys(plain_a, plain_b)
+    recorder.clear()
+    _raw_call(proxy)
+    (bridged,) = wait_for_proxy_generations(recorder, 1)
+    assert _stable(bridged, volatile) == _stable(plain_a, volatile)
+    assert "langfuse.observation.prompt.name" not in bridged.attributes
+
+
+def test_legacy_metadata_wins_and_matches_the_old_result(
+    recorder: RecordingServer, proxy: ProxyProcess, plain_proxy: ProxyProcess
+) -> None:
+    legacy = {
+        "metadata": {
+            "existing_trace_id": "{trace_id}",
+            "parent_observation_id": "{span_id}",
+            "generation_name": "legacy-generation",
+            "prompt": {"name": "second prompt+%", "version": 4, "prompt": []},
+        }
+    }
+    results = []
+    for target in (plain_proxy, proxy):
+        recorder.clear()
+        env = client_env(
+            recorder.url,
+            target.url,
+            SCENARIO_PATH="use_prompt",
+            SCENARIO_EXTRA_BODY=json.dumps(legacy),
+        )
+        (run,) = run_scenario(env)
+        (generation,) = wait_for_proxy_generations(recorder, 1)
+        observation = recorder.trace(run["trace_id"])["observations"]
+        by_id = {o["id"]: o for o in observation}
+        proxy_obs = by_id[generation.span_id]
+        results.append(
+            (
+                generation.trace_id == run["trace_id"],
+                proxy_obs["parentObservationId"] == run["span_id"],
+                proxy_obs["name"],
+                proxy_obs["promptName"],
+                proxy_obs["promptVersion"],
+            )
+        )
+    # The caller's own metadata (parent = run-test, the other prompt) beats the headers
+    # (parent = the HTTP span, test-prompt), exactly as the unbridged proxy logs it.
+    assert results[0] == results[1] == (True, True, "legacy-generation", "second prompt+%", 4)
+
+
+def test_tiers_run_from_separate_environments() -> None:
+    def versions(python: str) -> dict[str, str]:
+        code = (
+            "import json, importlib.metadata as m;"
+            "print(json.dumps({p: m.version(p) for p in ('langfuse', 'openai')}))"
+        )
+        return json.loads(subprocess.check_output([python, "-c", code], text=True))
+
+    proxy_side = versions(str(proxy_python()))
+    client_side = versions(sys.executable)
+    assert Path(proxy_python()).resolve() != Path(sys.executable).resolve()
+    assert proxy_side["langfuse"].startswith("4."), proxy_side
+    assert int(client_side["langfuse"].split(".")[0]) >= 5, client_side
+    assert int(client_side["openai"].split(".")[0]) >= 3, client_side
+    assert int(proxy_side["openai"].split(".")[0]) < 3, proxy_side
+
+
+def test_proxy_spans_are_from_the_proxy_process(recorder: RecordingServer, proxy: ProxyProcess) -> None:
+    env = client_env(recorder.url, proxy.url, SCENARIO_PATH="use_prompt")
+    (run,) = run_scenario(env)
+    (generation,) = wait_for_proxy_generations(recorder, 1)
+    assert is_proxy_span(generation)
+    assert generation.trace_id == run["trace_id"]
