@@ -17,7 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from otel_bridge._client import GatewayBaggagePropagator, current_prompt, is_gateway_span, use_prompt
+from otel_bridge._client import (
+    GatewayBaggagePropagator,
+    current_prompt,
+    is_gateway_span,
+    use_prompt,
+)
 from otel_bridge._context import (
     BridgeContext,
     PromptRef,
@@ -46,7 +51,7 @@ def instrument(*, gateways: str | Iterable[str] | None = None) -> None:
     apply_defaults()
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         # The SDK configurator honours OTEL_* exporters; the bridge starts after it.
-        OtelBridgeConfigurator()._configure_sdk_only()
+        OtelBridgeConfigurator()._configure_sdk_only()  # type: ignore[no-untyped-call]
     BridgeInstrumentor().instrument(gateways=gateways)
 
 

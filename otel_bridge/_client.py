@@ -130,7 +130,7 @@ async def async_request_hook(span: trace.Span, request: Any) -> None:
 def is_gateway_span(span: object) -> bool:
     """Whether ``span`` is the client span of a call to a configured gateway."""
     attributes = getattr(span, "attributes", None)
-    return bool(attributes) and GATEWAY_ATTRIBUTE in attributes
+    return isinstance(attributes, Mapping) and GATEWAY_ATTRIBUTE in attributes
 
 
 class GatewayBaggagePropagator(TextMapPropagator):

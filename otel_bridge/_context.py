@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from urllib.parse import quote, unquote_plus
 
 PROMPT_NAME_KEY = "langfuse_prompt_name"
@@ -53,7 +53,7 @@ _VERSION = re.compile(r"[1-9][0-9]{0,9}")
 _OWS = " \t"
 
 
-class Rejection(str, Enum):
+class Rejection(StrEnum):
     """Why part of an incoming context was ignored. Values are safe to log: never header data."""
 
     TRACEPARENT_MALFORMED = "traceparent_malformed"
@@ -147,7 +147,9 @@ def _prompt_name_problem(name: object) -> str:
     return ""
 
 
-def parse_traceparent(values: str | Sequence[str] | None) -> tuple[SpanRef | None, Rejection | None]:
+def parse_traceparent(
+    values: str | Sequence[str] | None,
+) -> tuple[SpanRef | None, Rejection | None]:
     """Parse ``traceparent`` the way W3C Trace Context level 1 tells a receiver to.
 
     Version ``ff``, all-zero ids, upper-case hex and repeated headers make the header
@@ -293,7 +295,7 @@ def decode_headers(headers: Mapping[str, str | Sequence[str]]) -> BridgeContext:
 
 
 def encode_headers(context: BridgeContext) -> dict[str, str]:
-    """The headers a client sends for ``context`` (used by tests, benchmarks and non-OTel callers)."""
+    """The headers a client sends for ``context`` (for tests, benchmarks, non-OTel callers)."""
     headers: dict[str, str] = {}
     if context.parent is not None:
         headers["traceparent"] = context.parent.to_traceparent()

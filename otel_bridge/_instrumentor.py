@@ -70,7 +70,7 @@ class BridgeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     # BaseInstrumentor is a singleton whose __init__ runs on every call: state lives on the class.
     _previous_textmap: TextMapPropagator | None = None
-    _instrumented_http: list[Any] = []
+    _instrumented_http: tuple[Any, ...] = ()
 
     def instrumentation_dependencies(self) -> Collection[str]:
         # Any one of the HTTP libraries will do; each is instrumented only if installed.
@@ -112,7 +112,7 @@ class BridgeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 async_request_hook=_client.async_request_hook,
                 skip_dep_check=True,
             )
-            type(self)._instrumented_http = [*self._instrumented_http, instrumentor]
+            type(self)._instrumented_http = (*self._instrumented_http, instrumentor)
         if _langfuse_available():
             from otel_bridge import _langfuse
 
@@ -121,7 +121,7 @@ class BridgeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _uninstrument(self, **kwargs: Any) -> None:
         for instrumentor in self._instrumented_http:
             instrumentor.uninstrument()
-        type(self)._instrumented_http = []
+        type(self)._instrumented_http = ()
         if self._previous_textmap is not None:
             propagate.set_global_textmap(self._previous_textmap)
             type(self)._previous_textmap = None
@@ -132,4 +132,4 @@ def _langfuse_available() -> bool:
     return importlib.util.find_spec("langfuse") is not None
 
 
-__all__ = ["BridgeInstrumentor", "bridge_textmap", "_instruments_any"]
+__all__ = ["BridgeInstrumentor", "_instruments_any", "bridge_textmap"]

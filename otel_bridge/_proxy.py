@@ -82,8 +82,7 @@ class RejectionLog:
                 count = self._counts[key]
             if count & (count - 1) == 0:
                 _logger.warning(
-                    "otel-bridge: ignored part of an incoming trace context (reason=%s, "
-                    "%d so far)",
+                    "otel-bridge: ignored part of an incoming trace context (reason=%s, %d so far)",
                     key,
                     count,
                 )

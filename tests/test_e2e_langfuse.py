@@ -30,6 +30,7 @@ from harness import (
     mock_config,
     proxy_python,
     run_scenario,
+    start_proxy,
 )
 
 from otel_bridge.recording_server import RecordingServer
@@ -49,9 +50,10 @@ def proxy_env(recorder: RecordingServer) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def proxy(recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
-    process = ProxyProcess(mock_config(), proxy_env(recorder), tmp_path_factory.mktemp("proxy"))
-    process.start()
+def proxy(
+    recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyProcess]:
+    process = start_proxy(mock_config(), proxy_env(recorder), tmp_path_factory.mktemp("proxy"))
     try:
         yield process
     finally:
@@ -59,10 +61,13 @@ def proxy(recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="module")
-def plain_proxy(recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+def plain_proxy(
+    recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyProcess]:
     """The same proxy without the bridge: what LiteLLM does on its own."""
-    process = ProxyProcess(mock_config(bridge=False), proxy_env(recorder), tmp_path_factory.mktemp("plain"))
-    process.start()
+    process = start_proxy(
+        mock_config(bridge=False), proxy_env(recorder), tmp_path_factory.mktemp("plain")
+    )
     try:
         yield process
     finally:
@@ -92,11 +97,17 @@ def test_one_trace_one_prompt_link(
     other_origin: CaptureServer,
 ) -> None:
     env = client_env(
-        recorder.url, proxy.url, SCENARIO_PATH=path, SCENARIO_CALL=call, SCENARIO_OTHER_URL=other_origin.url
+        recorder.url,
+        proxy.url,
+        SCENARIO_PATH=path,
+        SCENARIO_CALL=call,
+        SCENARIO_OTHER_URL=other_origin.url,
     )
     (run,) = run_scenario(env, launcher=launcher)
     wait_for_proxy_generations(recorder, 1)
-    assert_unified(recorder, run, prompt=("test-prompt", 1), client_generation=path == "langfuse_openai")
+    assert_unified(
+        recorder, run, prompt=("test-prompt", 1), client_generation=path == "langfuse_openai"
+    )
     assert len(proxy_generations(recorder.spans())) == 1
     # 6. The same context reached a non-gateway origin (httpx and httpx2) without langfuse_* baggage.
     assert len(other_origin.requests) == 2
@@ -107,10 +118,17 @@ def test_one_trace_one_prompt_link(
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_two_prompts_one_after_the_other(path: str, recorder: RecordingServer, proxy: ProxyProcess) -> None:
-    env = client_env(recorder.url, proxy.url, SCENARIO_PATH=path, SCENARIO_PROMPTS="test-prompt,second prompt+%")
+def test_two_prompts_one_after_the_other(
+    path: str, recorder: RecordingServer, proxy: ProxyProcess
+) -> None:
+    env = client_env(
+        recorder.url, proxy.url, SCENARIO_PATH=path, SCENARIO_PROMPTS="test-prompt,second prompt+%"
+    )
     runs = run_scenario(env)
-    assert [(r["prompt_name"], r["prompt_version"]) for r in runs] == [("test-prompt", 1), ("second prompt+%", 4)]
+    assert [(r["prompt_name"], r["prompt_version"]) for r in runs] == [
+        ("test-prompt", 1),
+        ("second prompt+%", 4),
+    ]
     wait_for_proxy_generations(recorder, 2)
     for run in runs:
         assert_unified(
@@ -122,7 +140,9 @@ def test_two_prompts_one_after_the_other(path: str, recorder: RecordingServer, p
 
 
 @pytest.mark.parametrize("path", ["langfuse_openai", "use_prompt"])
-def test_200_concurrent_traces_zero_cross_talk(path: str, recorder: RecordingServer, proxy: ProxyProcess) -> None:
+def test_200_concurrent_traces_zero_cross_talk(
+    path: str, recorder: RecordingServer, proxy: ProxyProcess
+) -> None:
     env = client_env(
         recorder.url,
         proxy.url,
@@ -159,7 +179,9 @@ def _raw_call(proxy: ProxyProcess, **extra: Any) -> None:
 # The two proxies differ only in their port, which LiteLLM logs in the request's Host header.
 def _stable(span: Any, volatile: set[str]) -> tuple[Any, ...]:
     attributes = {k: v for k, v in span.attributes.items() if k not in volatile}
-    text = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", json.dumps(attributes, sort_keys=True, default=str))
+    text = re.sub(
+        r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", json.dumps(attributes, sort_keys=True, default=str)
+    )
     return (span.name, span.parent_span_id is None, text)
 
 
@@ -231,14 +253,19 @@ def test_tiers_run_from_separate_environments() -> None:
 
     proxy_side = versions(str(proxy_python()))
     client_side = versions(sys.executable)
-    assert Path(proxy_python()).resolve() != Path(sys.executable).resolve()
+    proxy_prefix = subprocess.check_output(
+        [str(proxy_python()), "-c", "import sys; print(sys.prefix)"], text=True
+    ).strip()
+    assert Path(proxy_prefix) != Path(sys.prefix)
     assert proxy_side["langfuse"].startswith("4."), proxy_side
     assert int(client_side["langfuse"].split(".")[0]) >= 5, client_side
     assert int(client_side["openai"].split(".")[0]) >= 3, client_side
     assert int(proxy_side["openai"].split(".")[0]) < 3, proxy_side
 
 
-def test_proxy_spans_are_from_the_proxy_process(recorder: RecordingServer, proxy: ProxyProcess) -> None:
+def test_proxy_spans_are_from_the_proxy_process(
+    recorder: RecordingServer, proxy: ProxyProcess
+) -> None:
     env = client_env(recorder.url, proxy.url, SCENARIO_PATH="use_prompt")
     (run,) = run_scenario(env)
     (generation,) = wait_for_proxy_generations(recorder, 1)

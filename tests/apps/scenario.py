@@ -50,7 +50,9 @@ sync_client = openai.OpenAI(api_key=API_KEY, base_url=BASE_URL, max_retries=0)
 async_client = openai.AsyncOpenAI(api_key=API_KEY, base_url=BASE_URL, max_retries=0)
 
 
-def request_kwargs(prompt: object, messages: list[dict[str, str]], span: object) -> dict[str, object]:
+def request_kwargs(
+    prompt: object, messages: list[dict[str, str]], span: object
+) -> dict[str, object]:
     kwargs: dict[str, object] = {
         "model": MODEL,
         "messages": messages,
@@ -93,11 +95,15 @@ def report(span: object, prompt: object) -> None:
 def run_sync(prompt_name: str) -> None:
     prompt = langfuse.get_prompt(prompt_name)
     messages = prompt.compile()
-    with langfuse.start_as_current_observation(as_type="span", name="run-test", input=messages) as span:
+    with langfuse.start_as_current_observation(
+        as_type="span", name="run-test", input=messages
+    ) as span:
         with prompt_scope(prompt):
             response = sync_client.chat.completions.create(**request_kwargs(prompt, messages, span))
             if CALL == "stream":
-                text = "".join(chunk.choices[0].delta.content or "" for chunk in response if chunk.choices)
+                text = "".join(
+                    chunk.choices[0].delta.content or "" for chunk in response if chunk.choices
+                )
             else:
                 text = response.choices[0].message.content
             if OTHER_URL:
@@ -110,11 +116,17 @@ def run_sync(prompt_name: str) -> None:
 async def run_async(prompt_name: str) -> None:
     prompt = langfuse.get_prompt(prompt_name)
     messages = prompt.compile()
-    with langfuse.start_as_current_observation(as_type="span", name="run-test", input=messages) as span:
+    with langfuse.start_as_current_observation(
+        as_type="span", name="run-test", input=messages
+    ) as span:
         with prompt_scope(prompt):
-            response = await async_client.chat.completions.create(**request_kwargs(prompt, messages, span))
+            response = await async_client.chat.completions.create(
+                **request_kwargs(prompt, messages, span)
+            )
             if CALL == "astream":
-                text = "".join([c.choices[0].delta.content or "" async for c in response if c.choices])
+                text = "".join(
+                    [c.choices[0].delta.content or "" async for c in response if c.choices]
+                )
             else:
                 text = response.choices[0].message.content
             if OTHER_URL:

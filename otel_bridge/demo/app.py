@@ -1,9 +1,9 @@
 """The otel-bridge demo scenario: one chat completion through the LiteLLM proxy, traced by Langfuse.
 
-Run under the bridge (docker/app/Dockerfile does this)::
+Run under the bridge (``otel-bridge demo`` and docker/app/Dockerfile do this)::
 
     OTEL_PYTHON_DISTRO=otel_bridge OTEL_PYTHON_CONFIGURATOR=otel_bridge \\
-    OTEL_BRIDGE_GATEWAYS=http://litellm:4000 opentelemetry-instrument python app.py
+    OTEL_BRIDGE_GATEWAYS=http://litellm:4000 opentelemetry-instrument python -m otel_bridge.demo.app
 
 Environment: LITELLM_BASE_URL (default http://litellm:4000), LITELLM_API_KEY (a LiteLLM key;
 the compose demo passes the master key), LITELLM_MODEL (default llama3.2:1b),
@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import os
 
-from langfuse import get_client
+from langfuse import Langfuse, get_client
 from langfuse.api import NotFoundError
-from langfuse.openai import openai
+
+# langfuse.openai re-exports the patched openai module without declaring it.
+from langfuse.openai import openai  # type: ignore[attr-defined]
 
 BASE_URL = os.environ.get("LITELLM_BASE_URL", "http://litellm:4000")
 API_KEY = os.environ.get("LITELLM_API_KEY", "")
@@ -26,7 +28,7 @@ MODEL = os.environ.get("LITELLM_MODEL", "llama3.2:1b")
 PROMPT_NAME = "test-prompt"
 
 
-def seed_prompt_if_missing(langfuse) -> None:  # type: ignore[no-untyped-def]
+def seed_prompt_if_missing(langfuse: Langfuse) -> None:
     """Create the scenario's prompt once, labelled `production` so get_prompt() serves it."""
     if os.environ.get("SEED_TEST_PROMPT", "true").strip().lower() not in {"1", "true", "yes", "on"}:
         return
@@ -56,7 +58,8 @@ def main() -> None:
     with langfuse.start_as_current_observation(
         as_type="span", name="run-test", input=messages
     ) as span:
-        response = client.chat.completions.create(
+        # name= and langfuse_prompt= belong to the Langfuse wrapper, not to OpenAI's types.
+        response = client.chat.completions.create(  # type: ignore[call-overload]
             model=MODEL,
             stream=False,
             messages=messages,

@@ -1,0 +1,1 @@
+"""``otel-bridge demo``: the whole path on one machine, or against a real Langfuse."""

@@ -1,0 +1,143 @@
+"""Real processes on loopback for the demo and the tests: a LiteLLM proxy and the demo app.
+
+Everything binds 127.0.0.1 on a port picked here and is stopped by whoever started it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "litellm"
+MASTER_KEY = "sk-otel-bridge-demo-0123456789"
+MOCK_ANSWER = "Hello from the mock model."
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def example_config(name: str = "langfuse.yaml") -> dict[str, Any]:
+    path = EXAMPLES / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run from a checkout of otel-bridge")
+    config: dict[str, Any] = yaml.safe_load(path.read_text())
+    return config
+
+
+def mock_config(name: str = "langfuse.yaml", *, bridge: bool = True) -> dict[str, Any]:
+    """A shipped example config with every model answered by LiteLLM's ``mock_response``."""
+    config = example_config(name)
+    for entry in config["model_list"]:
+        entry["litellm_params"] = {
+            "model": f"openai/{entry['model_name']}",
+            "api_key": "unused",
+            "mock_response": MOCK_ANSWER,
+        }
+    config.pop("environment_variables", None)
+    settings = config.setdefault("litellm_settings", {})
+    if not bridge:
+        settings["callbacks"] = [c for c in settings.get("callbacks", []) if "otel_bridge" not in c]
+    return config
+
+
+def scrubbed_environ(*prefixes: str) -> dict[str, str]:
+    """This process's environment without variables that would steer a child's telemetry."""
+    drop = ("OTEL_", "LANGFUSE_", *prefixes)
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+
+
+@dataclass
+class ProxyProcess:
+    """A real ``litellm`` proxy process on loopback, from the proxy tier's interpreter."""
+
+    config: Mapping[str, Any]
+    env: Mapping[str, str]
+    workdir: Path
+    python: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"litellm-{self.port}.log"
+
+    def start(self, timeout: float = 120.0) -> ProxyProcess:
+        config_path = self.workdir / f"litellm-{self.port}.yaml"
+        config_path.write_text(yaml.safe_dump(dict(self.config)))
+        env = {
+            **scrubbed_environ(),
+            "LITELLM_MASTER_KEY": MASTER_KEY,
+            # No network here: LiteLLM's price list comes from the installed package.
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "LITELLM_TELEMETRY": "False",
+            "LANGFUSE_FLUSH_INTERVAL": "1",
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
+        command = [
+            str(self.python.parent / "litellm"),
+            "--config", str(config_path),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--num_workers", "1",
+        ]  # fmt: skip
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command,
+                env=env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"litellm exited early:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/health/liveliness", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"litellm was not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+    def __enter__(self) -> ProxyProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
