@@ -19,19 +19,16 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-import os
 from collections.abc import Collection, Iterable
 from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.util._importlib_metadata import entry_points
 
 from otel_bridge import _client
-from otel_bridge._config import gateways_from_env, parse_gateways
+from otel_bridge._config import gateways_from_env, parse_gateways, textmap_from_env
 from otel_bridge.package import _instruments_any
 
 _logger = logging.getLogger(__name__)
@@ -40,29 +37,6 @@ _HTTP_INSTRUMENTORS = {
     "httpx": "HTTPXClientInstrumentor",
     "httpx2": "HTTPX2ClientInstrumentor",
 }
-
-
-def bridge_textmap() -> TextMapPropagator:
-    """``OTEL_PROPAGATORS`` as configured, with ``baggage`` served by the bridge.
-
-    The bridge's baggage propagator is added when the list has none: without it no prompt
-    link would ever leave the process.
-    """
-    names = [
-        name.strip()
-        for name in os.environ.get("OTEL_PROPAGATORS", "tracecontext,baggage").split(",")
-        if name.strip() and name.strip() != "none"
-    ]
-    propagators: list[TextMapPropagator] = []
-    for name in names:
-        if name == "baggage":
-            propagators.append(_client.GatewayBaggagePropagator())
-            continue
-        (entry_point,) = entry_points(group="opentelemetry_propagator", name=name)
-        propagators.append(entry_point.load()())
-    if "baggage" not in names:
-        propagators.append(_client.GatewayBaggagePropagator())
-    return CompositePropagator(propagators)
 
 
 class BridgeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -90,7 +64,7 @@ class BridgeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             prompt_sources,
         )
         type(self)._previous_textmap = propagate.get_global_textmap()
-        propagate.set_global_textmap(bridge_textmap())
+        propagate.set_global_textmap(textmap_from_env(_client.GatewayBaggagePropagator()))
         for module_name, class_name in _HTTP_INSTRUMENTORS.items():
             try:
                 module = importlib.import_module("opentelemetry.instrumentation.httpx")
@@ -132,4 +106,4 @@ def _langfuse_available() -> bool:
     return importlib.util.find_spec("langfuse") is not None
 
 
-__all__ = ["BridgeInstrumentor", "_instruments_any", "bridge_textmap"]
+__all__ = ["BridgeInstrumentor", "_instruments_any"]

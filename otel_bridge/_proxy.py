@@ -11,10 +11,30 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
-from otel_bridge._context import BridgeContext, Rejection
+from opentelemetry import baggage as otel_baggage
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from otel_bridge._context import (
+    LANGFUSE_BAGGAGE_PREFIX,
+    BridgeContext,
+    Rejection,
+    format_baggage,
+    parse_baggage,
+)
 
 _logger = logging.getLogger("otel_bridge.proxy")
 
@@ -22,6 +42,8 @@ _logger = logging.getLogger("otel_bridge.proxy")
 # of them, the header-derived parent is not mixed in: a parent from one trace under another
 # trace's id would dangle.
 _TRACE_STEERING_KEYS = ("existing_trace_id", "parent_observation_id")
+# LiteLLM's OTel V2 stamps inbound baggage under these prefixes onto every span it exports.
+DEFAULT_REFUSED_BAGGAGE_PREFIXES = ("litellm.",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,3 +153,104 @@ def apply(updates: Mapping[str, object], targets: list[MutableMapping[str, objec
     for target in targets:
         for key, value in updates.items():
             target.setdefault(key, value)
+
+
+# --- OpenTelemetry paths (LiteLLM's `langfuse_otel` and `otel` callbacks) ---------------------
+
+_OBSERVATION_TYPE = "langfuse.observation.type"
+_PROMPT_NAME = "langfuse.observation.prompt.name"
+_PROMPT_VERSION = "langfuse.observation.prompt.version"
+# The attributes from which Langfuse infers that a span is a generation.
+MODEL_ATTRIBUTES = (
+    "langfuse.observation.model.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "llm.model_name",
+    "model",
+)
+
+# The bridge context of the request being served. Set by the hook inside the request's task;
+# asyncio tasks and LiteLLM's logging worker copy it, so the spans LiteLLM starts for this
+# request see it and no other request's spans can.
+current_request: ContextVar[BridgeContext | None] = ContextVar(
+    "otel_bridge_current_request", default=None
+)
+
+
+class ProxySpanProcessor(SpanProcessor):
+    """Makes the gateway's OpenTelemetry spans read right in Langfuse.
+
+    * Spans started for a bridged request carry the caller's prompt link
+      (``langfuse.observation.prompt.name``/``.version``), the way Langfuse's own
+      ``propagate_attributes`` stamps child spans; Langfuse applies it to generations only.
+    * Spans for which ``is_not_a_model_call`` holds at start are typed ``span`` explicitly,
+      so a model attribute stamped on them later does not make Langfuse count them as
+      generations.
+    """
+
+    def __init__(self, is_not_a_model_call: Callable[[Span], bool] = lambda span: False):
+        self.is_not_a_model_call = is_not_a_model_call
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        attributes = span.attributes or {}
+        if _OBSERVATION_TYPE not in attributes and self.is_not_a_model_call(span):
+            span.set_attribute(_OBSERVATION_TYPE, "span")
+        request = current_request.get()
+        if request is None or request.prompt is None or _PROMPT_NAME in attributes:
+            return
+        if request.parent is not None and span.context.trace_id != int(request.parent.trace_id, 16):
+            return
+        span.set_attributes(
+            {_PROMPT_NAME: request.prompt.name, _PROMPT_VERSION: request.prompt.version}
+        )
+
+    def on_end(self, span: ReadableSpan) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class ProxyBaggagePropagator(TextMapPropagator):
+    """W3C baggage for the gateway: refuses keys that would let a caller write LiteLLM's
+    own span attributes, and never forwards ``langfuse_*`` members to model providers."""
+
+    _HEADER = "baggage"
+
+    def __init__(self, refused_prefixes: tuple[str, ...] = DEFAULT_REFUSED_BAGGAGE_PREFIXES):
+        self.refused_prefixes = refused_prefixes
+
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        getter: Getter[CarrierT] = default_getter,
+    ) -> Context:
+        if context is None:
+            context = otel_context.get_current()
+        members, _ = parse_baggage(getter.get(carrier, self._HEADER))
+        for key, value in members:
+            if not key.startswith(self.refused_prefixes):
+                context = otel_baggage.set_baggage(key, value, context)
+        return context
+
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
+        header = format_baggage(
+            (key, str(value))
+            for key, value in otel_baggage.get_all(context).items()
+            if not key.startswith((LANGFUSE_BAGGAGE_PREFIX, *self.refused_prefixes))
+        )
+        if header:
+            setter.set(carrier, self._HEADER, header)
+
+    @property
+    def fields(self) -> set[str]:
+        return {self._HEADER}

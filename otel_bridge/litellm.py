@@ -14,16 +14,37 @@ the request goes on: the hook logs and counts what it could not use and never ra
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
+import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import Span, TracerProvider
+from opentelemetry.trace import SpanKind
 
-from otel_bridge._config import OTEL_BRIDGE_TRUSTED_CALLERS, is_disabled
+from otel_bridge._config import (
+    OTEL_BRIDGE_TRUSTED_CALLERS,
+    is_disabled,
+    refused_baggage_prefixes,
+    textmap_from_env,
+)
 from otel_bridge._context import decode_headers
-from otel_bridge._proxy import RejectionLog, TrustPolicy, apply, langfuse_metadata
+from otel_bridge._proxy import (
+    DEFAULT_REFUSED_BAGGAGE_PREFIXES,
+    MODEL_ATTRIBUTES,
+    ProxyBaggagePropagator,
+    ProxySpanProcessor,
+    RejectionLog,
+    TrustPolicy,
+    apply,
+    current_request,
+    langfuse_metadata,
+)
 
 _logger = logging.getLogger("otel_bridge.proxy")
 
@@ -60,6 +81,100 @@ def _caller_ids(user_api_key_dict: object) -> tuple[tuple[str | None, ...], tupl
     return (text("key_alias"), text("token")), (text("team_id"), text("team_alias"))
 
 
+def _litellm_tracer_providers() -> list[TracerProvider]:
+    """The SDK tracer providers LiteLLM's OTel callbacks export through.
+
+    ``otel`` (legacy and V2) publishes its provider globally. ``langfuse_otel`` exports through
+    providers it builds on first use and caches per credential set; its default one is built
+    here ahead of the first request, so no span of that request misses the processor.
+    """
+    import litellm
+
+    found: list[TracerProvider] = []
+    global_provider = trace.get_tracer_provider()
+    if isinstance(global_provider, TracerProvider):
+        found.append(global_provider)
+    for name in _CALLBACK_LISTS:
+        for callback in getattr(litellm, name, None) or ():
+            if getattr(callback, "callback_name", None) == "langfuse_otel":
+                with contextlib.suppress(Exception):
+                    callback.get_tracer_to_use_for_request({})
+            candidates = [getattr(callback, "_tracer_provider", None)]
+            cache = getattr(callback, "_tracer_provider_cache", None)
+            if isinstance(cache, Mapping):
+                candidates.extend(
+                    getattr(entry, "provider", None) for entry in list(cache.values())
+                )
+            for provider in candidates:
+                if isinstance(provider, TracerProvider) and all(provider is not p for p in found):
+                    found.append(provider)
+    return found
+
+
+def _not_a_model_call(span: Span) -> bool:
+    """LiteLLM spans that Langfuse would otherwise count as generations.
+
+    LiteLLM's OTel V2 promotes ``gen_ai.request.model`` through baggage onto every span of a
+    request, and Langfuse types any span with a model attribute as a generation. Only
+    LiteLLM's own spans are model calls (V2's CLIENT ``chat <model>``, legacy
+    ``litellm_request``, which gets its model attributes after it starts), so framework spans
+    (FastAPI's) and LiteLLM INTERNAL spans that start with the promoted model (``route``)
+    are typed as plain spans.
+    """
+    scope = span.instrumentation_scope
+    if scope is None or scope.name != _LITELLM_SCOPE:
+        return True
+    attributes = span.attributes or {}
+    return span.kind is not SpanKind.CLIENT and any(k in attributes for k in MODEL_ATTRIBUTES)
+
+
+_LITELLM_SCOPE = "litellm"
+_CALLBACK_LISTS = (
+    "callbacks",
+    "success_callback",
+    "_async_success_callback",
+    "failure_callback",
+    "_async_failure_callback",
+)
+
+
+class _SpanProcessorInstaller:
+    """Adds :class:`ProxySpanProcessor` to every tracer provider LiteLLM exports through.
+
+    LiteLLM builds its providers while the proxy starts, after this module is imported, and
+    spans of the first request start before any hook runs: a short-lived thread watches for
+    them, and hook calls look again at most once a second.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._installed: list[TracerProvider] = []
+        self._next_scan = 0.0
+
+    def scan(self) -> None:
+        now = time.monotonic()
+        if now < self._next_scan:
+            return
+        self._next_scan = now + 1.0
+        for provider in _litellm_tracer_providers():
+            with self._lock:
+                if any(provider is done for done in self._installed):
+                    continue
+                provider.add_span_processor(ProxySpanProcessor(_not_a_model_call))
+                self._installed.append(provider)
+            _logger.info("otel-bridge: span processor added to %s", type(provider).__name__)
+
+    def watch(self, seconds: float = 120.0, interval: float = 0.05) -> None:
+        def run() -> None:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                self._next_scan = 0.0
+                self.scan()
+                time.sleep(interval)
+
+        threading.Thread(target=run, name="otel-bridge-install", daemon=True).start()
+
+
 class LiteLLMBridge(CustomLogger):  # type: ignore[misc]
     """Turns W3C context on incoming proxy requests into LiteLLM Langfuse metadata."""
 
@@ -68,12 +183,22 @@ class LiteLLMBridge(CustomLogger):  # type: ignore[misc]
         self.enabled = not is_disabled()
         self.trust = trust or TrustPolicy.parse(os.environ.get(OTEL_BRIDGE_TRUSTED_CALLERS))
         self.rejections = RejectionLog()
+        self.span_processor = _SpanProcessorInstaller()
+
+    def start(self) -> None:
+        """Process-wide setup: the gateway's baggage rules and the span processor."""
+        prefixes = refused_baggage_prefixes(DEFAULT_REFUSED_BAGGAGE_PREFIXES)
+        propagate.set_global_textmap(textmap_from_env(ProxyBaggagePropagator(prefixes)))
+        self.span_processor.watch()
 
     def bridge_request(
         self, data: MutableMapping[str, Any], user_api_key_dict: object = None
     ) -> None:
-        """Apply the request's bridge context to its metadata (the hook's whole effect)."""
+        """Apply the request's bridge context to its metadata and to its spans."""
+        self.span_processor.scan()
         context = decode_headers(_request_headers(data))
+        # Always set, so nothing from an earlier request sharing this context can survive.
+        current_request.set(context or None)
         if context.rejections:
             self.rejections.record(context.rejections)
         if not context:
@@ -107,3 +232,5 @@ class LiteLLMBridge(CustomLogger):  # type: ignore[misc]
 
 bridge = LiteLLMBridge()
 """The instance ``config.yaml`` names: ``callbacks: ["otel_bridge.litellm.bridge"]``."""
+if bridge.enabled:
+    bridge.start()
