@@ -27,6 +27,9 @@ import time
 from typing import Any
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+# uvicorn closes keep-alive connections idle for 5 s (LiteLLM's proxy keeps that default);
+# connections idle longer than this are replaced before the clock starts.
+MAX_IDLE_S = 2.0
 
 
 class Target:
@@ -44,6 +47,7 @@ class Target:
         }
         self.head = "".join(f"{key}: {value}\r\n" for key, value in headers.items())
         self.idle: list[Connection] = []
+        self.last_used = 0.0
 
     def request(self, rng: random.Random) -> bytes:
         trace_id = rng.getrandbits(128) or 1
@@ -62,11 +66,18 @@ class Target:
         self.idle.clear()
 
 
+class StaleConnection(ConnectionError):
+    """The server had closed the connection: not a byte of a response came back."""
+
+
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     """Read one response; returns (status, whether the server will close the connection)."""
-    status_line = await reader.readline()
+    try:
+        status_line = await reader.readline()
+    except ConnectionResetError as error:
+        raise StaleConnection(str(error)) from None
     if not status_line:
-        raise ConnectionError("connection closed by the server")
+        raise StaleConnection("connection closed by the server")
     status = int(status_line.split(b" ", 2)[1])
     length = 0
     chunked = close = False
@@ -99,16 +110,18 @@ async def run(target: Target, concurrency: int, total: int, keep_latencies: bool
     rng = random.Random()
     requests = [target.request(rng) for _ in range(total)]
     workers = max(1, min(concurrency, total))
+    if time.monotonic() - target.last_used > MAX_IDLE_S:
+        target.close()
     while len(target.idle) < workers:  # connect before the clock starts
         target.idle.append(await target.connect())
     connections = [target.idle.pop() for _ in range(workers)]
     latencies: list[int] = []
     statuses: dict[int, int] = {}
-    errors = 0
+    errors = reconnects = 0
     next_index = 0
 
     async def worker(slot: int) -> None:
-        nonlocal next_index, errors
+        nonlocal next_index, errors, reconnects
         reader, writer = connections[slot]
         while next_index < total:
             index = next_index
@@ -117,6 +130,21 @@ async def run(target: Target, concurrency: int, total: int, keep_latencies: bool
             try:
                 writer.write(requests[index])
                 status, close = await read_response(reader)
+            except StaleConnection:
+                # The server closed this keep-alive connection before reading the request:
+                # send it again on a new one, as HTTP clients do (counted, not an error).
+                reconnects += 1
+                writer.close()
+                reader, writer = await target.connect()
+                start = time.perf_counter_ns()
+                try:
+                    writer.write(requests[index])
+                    status, close = await read_response(reader)
+                except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+                    errors += 1
+                    writer.close()
+                    reader, writer = await target.connect()
+                    continue
             except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
                 errors += 1
                 writer.close()
@@ -135,10 +163,12 @@ async def run(target: Target, concurrency: int, total: int, keep_latencies: bool
     await asyncio.gather(*(worker(slot) for slot in range(workers)))
     elapsed = time.perf_counter() - started
     target.idle.extend(connections)
+    target.last_used = time.monotonic()
     answer: dict[str, Any] = {
         "ok": True,
         "requests": total,
         "errors": errors,
+        "reconnects": reconnects,
         "statuses": {str(k): v for k, v in statuses.items()},
         "elapsed_s": elapsed,
     }

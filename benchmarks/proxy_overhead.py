@@ -10,9 +10,11 @@ callback exporting to a local Langfuse test double:
 
 A load generator in its own process sends the same requests to each (OpenAI-SDK-like headers
 plus a fresh ``traceparent`` and the prompt ``baggage`` on every request) at each concurrency
-level, in interleaved rounds (A B A', then B A' A, ...), so whatever else the machine is doing
-falls on all three alike. Reported per level: throughput ratio, p50/p99 latency difference, the
-proxy's CPU time per request, and the same figures for A'/A (the noise floor).
+level, in short interleaved rounds (A B A', then B A' A, ...; a round is a few seconds), so
+whatever else the machine is doing falls on all three alike. Reported per level: throughput
+ratio and p50 difference as the median over rounds of the per-round figures (and pooled over
+all requests), p99 difference, the proxy's CPU time per request, and the same figures for A'/A
+(the noise floor).
 
     OTEL_BRIDGE_PROXY_PYTHON=.venv-proxy/bin/python python benchmarks/proxy_overhead.py
     ... --quick          # a few hundred requests: checks that it works, not the numbers
@@ -52,14 +54,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short run: checks it works")
     parser.add_argument("--requests", type=int, help="per proxy per level (default 3000)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds per level (default 6)")
+    parser.add_argument(
+        "--round-size",
+        type=int,
+        help="requests per proxy per round (default max(150, 3 x concurrency))",
+    )
     parser.add_argument("--concurrency", default="1,32,128", help="comma-separated levels")
     parser.add_argument("--warmup", type=int, help="untimed requests per proxy per level")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    args.requests = args.requests or (150 if args.quick else 3000)
-    args.rounds = args.rounds or (3 if args.quick else 6)
+    args.requests = args.requests or (30 if args.quick else 3000)
     return args
 
 
@@ -70,9 +75,12 @@ def summarize(rounds: list[dict[str, Any]], cpu_s: float) -> dict[str, Any]:
     return {
         "requests": requests,
         "errors": sum(r["errors"] for r in rounds),
+        "reconnects": sum(r.get("reconnects", 0) for r in rounds),
+        "statuses": _merge(r["statuses"] for r in rounds),
         "elapsed_s": elapsed,
         "throughput_rps": requests / elapsed,
         "round_throughput_rps": [r["requests"] / r["elapsed_s"] for r in rounds],
+        "round_p50_ms": [percentile(r["latencies_us"], 0.5) / 1000 for r in rounds],
         "p50_ms": percentile(latencies, 0.50) / 1000,
         "p99_ms": percentile(latencies, 0.99) / 1000,
         "mean_ms": sum(latencies) / len(latencies) / 1000,
@@ -80,16 +88,28 @@ def summarize(rounds: list[dict[str, Any]], cpu_s: float) -> dict[str, Any]:
     }
 
 
+def _merge(counts: Any) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for count in counts:
+        for status, n in count.items():
+            merged[status] = merged.get(status, 0) + n
+    return merged
+
+
 def compare(test: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
-    per_round = [
+    """Pooled figures, and the median of the per-round ones (each round runs the proxies
+    back to back, so the median resists bursts of load from other processes)."""
+    ratios = [
         t / b for t, b in zip(test["round_throughput_rps"], base["round_throughput_rps"], strict=True)
     ]
+    p50_diffs = [t - b for t, b in zip(test["round_p50_ms"], base["round_p50_ms"], strict=True)]
     return {
-        "throughput_ratio": test["throughput_rps"] / base["throughput_rps"],
-        "round_ratio_median": median(per_round),
-        "round_ratio_min": min(per_round),
-        "round_ratio_max": max(per_round),
-        "p50_diff_ms": test["p50_ms"] - base["p50_ms"],
+        "throughput_ratio": median(ratios),
+        "pooled_throughput_ratio": test["throughput_rps"] / base["throughput_rps"],
+        "round_ratio_q1": percentile(ratios, 0.25),
+        "round_ratio_q3": percentile(ratios, 0.75),
+        "p50_diff_ms": median(p50_diffs),
+        "pooled_p50_diff_ms": test["p50_ms"] - base["p50_ms"],
         "p99_diff_ms": test["p99_ms"] - base["p99_ms"],
         # 1/throughput: the proxy's time per request when saturated, comparable at any level.
         "service_diff_us": 1e6 / test["throughput_rps"] - 1e6 / base["throughput_rps"],
@@ -101,14 +121,18 @@ def run_level(
     load: LoadGen, pids: dict[str, int], recorder: Any, level: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     names = [BASE, BRIDGED, TWIN]
-    per_round = math.ceil(args.requests / args.rounds)
-    warmup = args.warmup if args.warmup is not None else max(2 * level, 50 if args.quick else 200)
+    per_round = args.round_size or (10 if args.quick else max(150, 3 * level))
+    rounds_count = math.ceil(args.requests / per_round)
+    if args.warmup is not None:
+        warmup = args.warmup
+    else:
+        warmup = 10 if args.quick else max(2 * level, 200)
     for name in names:
         load.run(name, level, warmup, latencies=False)
     recorder.clear()
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     cpu_start = {name: cpu_seconds(pids[name]) for name in names}
-    for index in range(args.rounds):
+    for index in range(rounds_count):
         order = names[index % 3 :] + names[: index % 3]
         for name in order:
             rounds[name].append(load.run(name, level, per_round))
@@ -119,8 +143,8 @@ def run_level(
     }
     return {
         "concurrency": level,
-        "requests_per_proxy": per_round * args.rounds,
-        "rounds": args.rounds,
+        "requests_per_proxy": per_round * rounds_count,
+        "rounds": rounds_count,
         "warmup": warmup,
         "proxies": results,
         "bridged_vs_unbridged": compare(results[BRIDGED], results[BASE]),
@@ -143,10 +167,12 @@ def report(level: dict[str, Any]) -> None:
     for label, key in (("bridged/unbridged", "bridged_vs_unbridged"), ("noise A'/A", "noise_floor")):
         d = level[key]
         print(
-            f"  {label:<18} throughput x{d['throughput_ratio']:.4f} "
-            f"(rounds {d['round_ratio_min']:.3f}..{d['round_ratio_max']:.3f}), "
-            f"p50 {d['p50_diff_ms']:+.3f} ms, p99 {d['p99_diff_ms']:+.3f} ms, "
-            f"time/request {d['service_diff_us']:+.0f} us, cpu/request {d['cpu_diff_us']:+.0f} us"
+            f"  {label:<18} throughput x{d['throughput_ratio']:.4f} median of rounds "
+            f"(IQR {d['round_ratio_q1']:.3f}..{d['round_ratio_q3']:.3f}; "
+            f"pooled x{d['pooled_throughput_ratio']:.4f}), "
+            f"p50 {d['p50_diff_ms']:+.3f} ms median of rounds "
+            f"(pooled {d['pooled_p50_diff_ms']:+.3f}), p99 {d['p99_diff_ms']:+.3f} ms, "
+            f"cpu/request {d['cpu_diff_us']:+.0f} us"
         )
     bridged, noise = level["bridged_vs_unbridged"], level["noise_floor"]
     print(
@@ -154,6 +180,8 @@ def report(level: dict[str, Any]) -> None:
             f"proxy_c{c}",
             throughput=bridged["throughput_ratio"],
             noise_throughput=noise["throughput_ratio"],
+            pooled_throughput=bridged["pooled_throughput_ratio"],
+            noise_pooled_throughput=noise["pooled_throughput_ratio"],
             p50_diff_ms=bridged["p50_diff_ms"],
             noise_p50_diff_ms=noise["p50_diff_ms"],
             p99_diff_ms=bridged["p99_diff_ms"],
@@ -210,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps({"command": command_line(), "levels": results}, indent=2) + "\n"
         )
     if failures:
-        print(f"{failures} request(s) failed", file=sys.stderr)
+        statuses = [(lv["concurrency"], n, r["statuses"]) for lv in results for n, r in lv["proxies"].items()]
+        print(f"{failures} request(s) failed; HTTP statuses: {statuses}", file=sys.stderr)
         return 1
     return 0
 

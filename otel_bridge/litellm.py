@@ -20,6 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping, MutableMapping
+from dataclasses import replace
 from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
@@ -197,18 +198,21 @@ class LiteLLMBridge(CustomLogger):  # type: ignore[misc]
         """Apply the request's bridge context to its metadata and to its spans."""
         self.span_processor.scan()
         context = decode_headers(_request_headers(data))
-        # Always set, so nothing from an earlier request sharing this context can survive.
-        current_request.set(context or None)
         if context.rejections:
             self.rejections.record(context.rejections)
         if not context:
+            # Always set, so nothing from an earlier request sharing this context survives.
+            current_request.set(None)
             return
         targets = _metadata_targets(data)
-        if not targets:
-            return
         caller: dict[str, object] = {}
         for target in reversed(targets):
             caller.update(target)
+        # A prompt the caller put in its own metadata wins over the header's, on every path.
+        for_spans = context if caller.get("prompt") is None else replace(context, prompt=None)
+        current_request.set(for_spans or None)
+        if not targets:
+            return
         may_attach = self.trust.trusts(*_caller_ids(user_api_key_dict))
         if context.parent is not None and not may_attach:
             self.rejections.record(("caller_not_trusted",))

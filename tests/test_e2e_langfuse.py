@@ -1,7 +1,10 @@
-"""Issue 2 end to end: the scenario app, a real LiteLLM proxy with the `langfuse` callback and
-the bridge, and the recording server standing in for Langfuse. Two processes, two
-environments: the client runs here (langfuse 5, OpenAI SDK 3), the proxy in .venv-proxy
-(langfuse 4, LiteLLM, OpenAI SDK 2)."""
+"""End to end: the scenario app, a real LiteLLM proxy with the bridge, and the recording server
+standing in for Langfuse. Two processes, two environments: the client runs here (langfuse 5,
+OpenAI SDK 3), the proxy in .venv-proxy (langfuse 4, LiteLLM, OpenAI SDK 2).
+
+Every test runs once per gateway logging path that exports straight to Langfuse: LiteLLM's
+`langfuse` callback, and its `langfuse_otel` callback, legacy and with LITELLM_OTEL_V2=true.
+(The `otel` callback through a collector is covered in test_otel_collector_path.py.)"""
 
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from harness import (
     start_proxy,
 )
 
-from otel_bridge.recording_server import RecordingServer
+from otel_bridge.recording_server import RecordingServer, observation_type
 
 pytestmark = pytest.mark.e2e
 
@@ -41,19 +44,52 @@ PATHS = ["langfuse_openai", "propagate_attributes", "use_prompt"]
 CALLS = ["sync", "async", "stream", "astream"]
 
 
-def proxy_env(recorder: RecordingServer) -> dict[str, str]:
+# gateway variant -> (example config, extra proxy environment)
+VARIANTS = {
+    "langfuse": ("langfuse.yaml", {}),
+    "langfuse_otel": ("langfuse_otel.yaml", {}),
+    "langfuse_otel_v2": ("langfuse_otel.yaml", {"LITELLM_OTEL_V2": "true"}),
+}
+
+
+def proxy_env(recorder: RecordingServer, variant: str) -> dict[str, str]:
     return {
         "LANGFUSE_PUBLIC_KEY": recorder.public_key,
         "LANGFUSE_SECRET_KEY": recorder.secret_key,
         "LANGFUSE_HOST": recorder.url,
+        "OTEL_SERVICE_NAME": "litellm-proxy",
+        **VARIANTS[variant][1],
     }
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "variant" not in metafunc.fixturenames:
+        return
+    if "launcher" in metafunc.fixturenames:
+        # How the client starts the bridge does not depend on the gateway's logging path:
+        # both ways run against the `langfuse` callback, the launcher against every path.
+        combos = [
+            (v, launch) for v in VARIANTS for launch in (True, False) if launch or v == "langfuse"
+        ]
+        ids = [f"{v}-{'launcher' if launch else 'instrument-call'}" for v, launch in combos]
+        metafunc.parametrize(
+            ("variant", "launcher"), combos, ids=ids, indirect=["variant"], scope="module"
+        )
+    else:
+        metafunc.parametrize("variant", list(VARIANTS), indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def variant(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
 def proxy(
-    recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory
+    recorder: RecordingServer, variant: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyProcess]:
-    process = start_proxy(mock_config(), proxy_env(recorder), tmp_path_factory.mktemp("proxy"))
+    config = mock_config(VARIANTS[variant][0])
+    process = start_proxy(config, proxy_env(recorder, variant), tmp_path_factory.mktemp("proxy"))
     try:
         yield process
     finally:
@@ -62,12 +98,11 @@ def proxy(
 
 @pytest.fixture(scope="module")
 def plain_proxy(
-    recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory
+    recorder: RecordingServer, variant: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyProcess]:
     """The same proxy without the bridge: what LiteLLM does on its own."""
-    process = start_proxy(
-        mock_config(bridge=False), proxy_env(recorder), tmp_path_factory.mktemp("plain")
-    )
+    config = mock_config(VARIANTS[variant][0], bridge=False)
+    process = start_proxy(config, proxy_env(recorder, variant), tmp_path_factory.mktemp("plain"))
     try:
         yield process
     finally:
@@ -85,7 +120,6 @@ def clean_recorder(recorder: RecordingServer) -> None:
     recorder.clear()
 
 
-@pytest.mark.parametrize("launcher", [True, False], ids=["launcher", "instrument-call"])
 @pytest.mark.parametrize("call", CALLS)
 @pytest.mark.parametrize("path", PATHS)
 def test_one_trace_one_prompt_link(
@@ -191,21 +225,37 @@ def _volatile_keys(first: Any, second: Any) -> set[str]:
 
 
 def test_no_context_is_logged_exactly_as_without_the_bridge(
-    recorder: RecordingServer, proxy: ProxyProcess, plain_proxy: ProxyProcess
+    variant: str, recorder: RecordingServer, proxy: ProxyProcess, plain_proxy: ProxyProcess
 ) -> None:
     _raw_call(plain_proxy)
     _raw_call(plain_proxy)
-    plain_a, plain_b = wait_for_proxy_generations(recorder, 2)
+    plain_a, plain_b = _llm_call_spans(recorder, 2)
     volatile = _volatile_keys(plain_a, plain_b)
     recorder.clear()
     _raw_call(proxy)
-    (bridged,) = wait_for_proxy_generations(recorder, 1)
+    (bridged,) = _llm_call_spans(recorder, 1)
     assert _stable(bridged, volatile) == _stable(plain_a, volatile)
     assert "langfuse.observation.prompt.name" not in bridged.attributes
 
 
+def _llm_call_spans(recorder: RecordingServer, count: int) -> list[Any]:
+    """The proxy's model-call spans: generations from LiteLLM's own tracer (without the bridge,
+    V2 also exports FastAPI spans that Langfuse would type as generations)."""
+
+    def calls(spans: list[Any]) -> list[Any]:
+        return [
+            s
+            for s in spans
+            if is_proxy_span(s)
+            and s.scope_name in ("litellm", "langfuse-sdk")
+            and observation_type(s) == "GENERATION"
+        ]
+
+    return calls(recorder.wait_for_spans(lambda spans: len(calls(spans)) >= count, timeout=30))
+
+
 def test_legacy_metadata_wins_and_matches_the_old_result(
-    recorder: RecordingServer, proxy: ProxyProcess, plain_proxy: ProxyProcess
+    variant: str, recorder: RecordingServer, proxy: ProxyProcess, plain_proxy: ProxyProcess
 ) -> None:
     legacy = {
         "metadata": {
@@ -225,25 +275,32 @@ def test_legacy_metadata_wins_and_matches_the_old_result(
             SCENARIO_EXTRA_BODY=json.dumps(legacy),
         )
         (run,) = run_scenario(env)
-        (generation,) = wait_for_proxy_generations(recorder, 1)
-        observation = recorder.trace(run["trace_id"])["observations"]
-        by_id = {o["id"]: o for o in observation}
-        proxy_obs = by_id[generation.span_id]
+        (generation,) = _llm_call_spans(recorder, 1)
+        observations = {o["id"]: o for o in recorder.trace(generation.trace_id)["observations"]}
+        proxy_obs = observations[generation.span_id]
+        parent = observations.get(proxy_obs["parentObservationId"], {})
         results.append(
             (
                 generation.trace_id == run["trace_id"],
-                proxy_obs["parentObservationId"] == run["span_id"],
+                parent.get("name"),
                 proxy_obs["name"],
                 proxy_obs["promptName"],
                 proxy_obs["promptVersion"],
             )
         )
-    # The caller's own metadata (parent = run-test, the other prompt) beats the headers
-    # (parent = the HTTP span, test-prompt), exactly as the unbridged proxy logs it.
-    assert results[0] == results[1] == (True, True, "legacy-generation", "second prompt+%", 4)
+    # The caller's own metadata beats the headers: whatever LiteLLM made of it before, the
+    # bridged proxy makes of it now.
+    assert results[0] == results[1]
+    if variant == "langfuse":
+        # The callback honours all four keys: parent = run-test, the other prompt, the name.
+        assert results[1] == (True, "run-test", "legacy-generation", "second prompt+%", 4)
+    else:
+        # OTel paths join the trace from traceparent only and never link a metadata prompt.
+        assert results[1][0] is True
+        assert results[1][3] is None
 
 
-def test_tiers_run_from_separate_environments() -> None:
+def test_tiers_run_from_separate_environments(variant: str) -> None:
     def versions(python: str) -> dict[str, str]:
         code = (
             "import json, importlib.metadata as m;"

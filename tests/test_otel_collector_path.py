@@ -1,0 +1,350 @@
+"""The `otel` callback path through the shipped collector pipeline, end to end.
+
+    scenario app --(Langfuse SDK, direct)------------------------------> recording server
+        | traceparent + baggage                                            ^
+        v                                                                  | OTLP/HTTP, gzip,
+    LiteLLM proxy (`otel` + bridge) --OTLP/HTTP /v1/traces--> rotel -------+ Basic auth,
+                                                                             x-langfuse-ingestion-version
+
+rotel stands in for the OpenTelemetry Collector (none installs here): tests/collector_forwarder.py
+translates collector/otelcol-config.yaml into rotel flags, so the exporter endpoint, headers
+and compression under test are the shipped ones, expanded from the environment that
+collector/README.md documents (LANGFUSE_OTLP_ENDPOINT, LANGFUSE_AUTH).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from collector_forwarder import (
+    COLLECTOR_CONFIG,
+    RotelForwarder,
+    UnsupportedConfig,
+    collector_forwarder,
+    expand_env,
+    load_collector_config,
+    translate,
+)
+from e2e_assertions import (
+    CLIENT_SERVICE,
+    assert_unified,
+    is_proxy_span,
+    proxy_generations,
+    wait_for_proxy_generations,
+)
+from harness import ProxyProcess, client_env, mock_config, run_scenario, start_proxy
+
+from otel_bridge.demo._stack import example_config
+from otel_bridge.recording_server import OTLP_TRACES_PATH, RecordingServer
+
+PROMPT = ("test-prompt", 1)
+ROTEL_AGENT = "Rotel Rust/"
+
+
+def collector_env(recorder: RecordingServer) -> dict[str, str]:
+    """The collector's environment as collector/README.md documents it."""
+    token = f"{recorder.public_key}:{recorder.secret_key}".encode()
+    return {
+        "LANGFUSE_OTLP_ENDPOINT": f"{recorder.url}/api/public/otel",
+        "LANGFUSE_AUTH": base64.b64encode(token).decode("ascii"),
+    }
+
+
+# --------------------------------------------------------------------------- the translator
+
+
+def test_shipped_config_translates_to_the_documented_route() -> None:
+    env = {
+        "LANGFUSE_OTLP_ENDPOINT": "http://langfuse-web:3000/api/public/otel",
+        "LANGFUSE_AUTH": "dG9r",
+    }
+    plan = translate(load_collector_config(env))
+    # LiteLLM's `otel` callback (examples/litellm/otel.yaml) posts to the receiver's HTTP port
+    # and the OTLP path; the tests bind 127.0.0.1:<picked> instead of 0.0.0.0:4318.
+    shipped_endpoint = example_config("otel.yaml")["environment_variables"]["OTEL_ENDPOINT"]
+    assert plan.receiver_http_endpoint.rsplit(":", 1)[1] == "4318"
+    assert shipped_endpoint.endswith(":4318" + plan.receiver_traces_path)
+    assert plan.receiver_traces_path == "/v1/traces"
+    assert plan.traces_endpoint == "http://langfuse-web:3000/api/public/otel/v1/traces"
+    assert plan.headers == {"Authorization": "Basic dG9r", "x-langfuse-ingestion-version": "4"}
+    assert plan.compression == "gzip"
+    assert set(plan.ignored) == {
+        "extensions.health_check",
+        "processors.memory_limiter",
+        "exporters.debug",
+    }
+
+
+def test_env_expansion_follows_the_collector() -> None:
+    env = {"SET": "value", "EMPTY": "", "HEX": "0x1F"}
+    assert expand_env("${env:SET}", env) == "value"
+    assert expand_env("Basic ${env:SET}", env) == "Basic value"
+    assert expand_env("${SET}", env) == "value"  # otelcol's default scheme is env
+    assert expand_env("${env:UNSET:-fallback}", env) == "fallback"
+    # confmap's env provider applies the default only when the variable is UNSET.
+    assert expand_env("${env:EMPTY:-fallback}", env) == ""
+    assert expand_env("${env:UNSET}", env) is None
+    assert expand_env("a${env:UNSET}b", env) == "ab"
+    assert expand_env("$${env:SET}", env) == "${env:SET}"
+    assert expand_env("${env:HEX}", env) == "0x1F"
+    assert expand_env({"k": ["${env:SET}", 3]}, env) == {"k": ["value", 3]}
+    with pytest.raises(UnsupportedConfig):
+        expand_env("${file:/etc/passwd}", env)
+    with pytest.raises(UnsupportedConfig):
+        expand_env("${env:BAD-NAME}", env)
+
+
+def _shipped_raw() -> dict[str, Any]:
+    env = {"LANGFUSE_OTLP_ENDPOINT": "http://x/api/public/otel", "LANGFUSE_AUTH": "t"}
+    return load_collector_config(env, COLLECTOR_CONFIG)
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["transform_processor", "other_exporter", "metrics_pipeline", "unknown_exporter_key", "unset"],
+)
+def test_translator_fails_loudly_on_what_it_does_not_forward(change: str) -> None:
+    config = copy.deepcopy(_shipped_raw())
+    traces = config["service"]["pipelines"]["traces"]
+    if change == "transform_processor":
+        config["processors"]["transform/bridge"] = {"trace_statements": []}
+        traces["processors"].insert(1, "transform/bridge")
+    elif change == "other_exporter":
+        config["exporters"]["otlp/grpc"] = {"endpoint": "x:4317"}
+        traces["exporters"].append("otlp/grpc")
+    elif change == "metrics_pipeline":
+        config["service"]["pipelines"]["metrics"] = dict(traces)
+    elif change == "unknown_exporter_key":
+        config["exporters"]["otlphttp/langfuse"]["sending_queue"] = {"enabled": False}
+    else:
+        config["exporters"]["otlphttp/langfuse"]["endpoint"] = None
+    with pytest.raises(UnsupportedConfig):
+        translate(config)
+
+
+# --------------------------------------------------------------------------- the processes
+
+
+@pytest.fixture(scope="module")
+def rotel(
+    recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RotelForwarder]:
+    forwarder = collector_forwarder(collector_env(recorder), tmp_path_factory.mktemp("rotel"))
+    forwarder.start()
+    try:
+        yield forwarder
+    finally:
+        forwarder.stop()
+
+
+def otel_proxy_env(rotel: RotelForwarder, *, v2: bool) -> dict[str, str]:
+    """examples/litellm/otel.yaml's environment, aimed at the forwarder, not otel-collector."""
+    env = dict(example_config("otel.yaml")["environment_variables"])
+    env["OTEL_ENDPOINT"] = rotel.traces_url
+    # Test speed only: the SDK's batch processor exports after 200 ms instead of 5 s.
+    env["OTEL_BSP_SCHEDULE_DELAY"] = "200"
+    if v2:
+        env["LITELLM_OTEL_V2"] = "true"
+    return env
+
+
+def _start_otel_proxy(rotel: RotelForwarder, workdir: Path, *, v2: bool) -> ProxyProcess:
+    env = otel_proxy_env(rotel, v2=v2)
+    assert env["OTEL_EXPORTER"] == "otlp_http" and env["OTEL_SERVICE_NAME"] == "litellm-proxy"
+    return start_proxy(mock_config("otel.yaml"), env, workdir)
+
+
+@pytest.fixture(scope="module")
+def legacy_proxy(
+    rotel: RotelForwarder, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyProcess]:
+    process = _start_otel_proxy(rotel, tmp_path_factory.mktemp("proxy-legacy"), v2=False)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def v2_proxy(
+    rotel: RotelForwarder, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyProcess]:
+    process = _start_otel_proxy(rotel, tmp_path_factory.mktemp("proxy-v2"), v2=True)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_recorder(recorder: RecordingServer) -> None:
+    recorder.clear()
+
+
+def rotel_requests(recorder: RecordingServer) -> list[Any]:
+    return [
+        r
+        for r in recorder.requests
+        if r.path == OTLP_TRACES_PATH and r.headers.get("user-agent", "").startswith(ROTEL_AGENT)
+    ]
+
+
+def assert_came_through_rotel(recorder: RecordingServer) -> None:
+    """Every proxy span arrived in an accepted OTLP request from rotel, with the shipped headers."""
+    via_rotel = rotel_requests(recorder)
+    assert via_rotel, f"no OTLP request from rotel; {recorder.summary()}"
+    for request in via_rotel:
+        assert request.status == 200, (request.status, request.reason)  # 401 if auth was wrong
+        assert request.headers.get("x-langfuse-ingestion-version") == "4"
+        assert request.headers.get("content-encoding") == "gzip"
+        assert request.headers.get("content-type") == "application/x-protobuf"
+    proxy_spans = [s for s in recorder.spans() if is_proxy_span(s)]
+    assert proxy_spans
+    # The client exports through the Langfuse SDK directly, never through rotel, so the spans
+    # that came in rotel's requests are exactly the proxy's.
+    assert sum(r.span_count for r in via_rotel) == len(proxy_spans)
+    for request in recorder.requests:
+        if request.path == OTLP_TRACES_PATH and request not in via_rotel:
+            assert "rotel" not in request.headers.get("user-agent", "").lower()
+
+
+def assert_one_generation_from_the_proxy(
+    recorder: RecordingServer, run: dict[str, Any], *, client_generation: bool
+) -> None:
+    """No double counting: one GENERATION observation from the proxy, in every view of it."""
+    trace = recorder.trace(run["trace_id"])
+    proxy_ids = {s.span_id for s in recorder.spans_for_trace(run["trace_id"]) if is_proxy_span(s)}
+    generations = [o for o in trace["observations"] if o["type"] == "GENERATION"]
+    from_proxy = [o for o in generations if o["id"] in proxy_ids]
+    assert len(from_proxy) == 1, [(o["name"], o["type"]) for o in from_proxy]
+    assert len(generations) == 1 + int(client_generation), [o["name"] for o in generations]
+    spans = recorder.spans_for_trace(run["trace_id"])
+    assert all(
+        s.resource_attributes.get("service.name") == "litellm-proxy"
+        for s in spans
+        if s.span_id in proxy_ids
+    )
+    assert any(s.resource_attributes.get("service.name") == CLIENT_SERVICE for s in spans)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("call", ["sync", "stream", "astream"])
+@pytest.mark.parametrize("path", ["langfuse_openai", "use_prompt"])
+@pytest.mark.parametrize("variant", ["legacy", "v2"])
+def test_otel_callback_through_the_collector_pipeline(
+    variant: str,
+    path: str,
+    call: str,
+    recorder: RecordingServer,
+    rotel: RotelForwarder,
+    request: pytest.FixtureRequest,
+) -> None:
+    proxy: ProxyProcess = request.getfixturevalue(f"{variant}_proxy")
+    env = client_env(recorder.url, proxy.url, SCENARIO_PATH=path, SCENARIO_CALL=call)
+    (run,) = run_scenario(env)
+    wait_for_proxy_generations(recorder, 1)
+    client_generation = path == "langfuse_openai"
+    assert_unified(recorder, run, prompt=PROMPT, client_generation=client_generation)
+    assert_one_generation_from_the_proxy(recorder, run, client_generation=client_generation)
+    assert len(proxy_generations(recorder.spans())) == 1
+    assert_came_through_rotel(recorder)
+
+
+@pytest.mark.e2e
+def test_200_concurrent_traces_through_the_collector_zero_cross_talk(
+    recorder: RecordingServer, rotel: RotelForwarder, v2_proxy: ProxyProcess
+) -> None:
+    # V2: the variant that stamps the most onto every span, the one most likely to mix requests.
+    env = client_env(
+        recorder.url,
+        v2_proxy.url,
+        SCENARIO_PATH="use_prompt",
+        SCENARIO_CALL="async",
+        SCENARIO_PROMPTS="test-prompt,second prompt+%",
+        SCENARIO_CONCURRENCY="200",
+    )
+    runs = run_scenario(env)
+    assert len(runs) == 200
+    assert len({r["trace_id"] for r in runs}) == 200
+    wait_for_proxy_generations(recorder, 200, timeout=90)
+    for run in runs:
+        assert_unified(
+            recorder,
+            run,
+            prompt=(run["prompt_name"], run["prompt_version"]),
+            client_generation=False,
+        )
+        assert_one_generation_from_the_proxy(recorder, run, client_generation=False)
+    assert len(proxy_generations(recorder.spans())) == 200
+    assert_came_through_rotel(recorder)
+
+
+@pytest.mark.e2e
+def test_the_forwarders_auth_header_is_what_gets_the_spans_in(
+    recorder: RecordingServer,
+    rotel: RotelForwarder,
+    legacy_proxy: ProxyProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The same pipeline with a LANGFUSE_AUTH for another key pair: refused, nothing stored."""
+    wrong = {**collector_env(recorder), "LANGFUSE_AUTH": base64.b64encode(b"pk:sk").decode()}
+    impostor = collector_forwarder(
+        wrong, tmp_path_factory.mktemp("rotel-wrong-auth"), ports=(rotel.http_port, rotel.grpc_port)
+    )
+    rotel.stop()
+    try:
+        impostor.start()
+        env = client_env(recorder.url, legacy_proxy.url, SCENARIO_PATH="use_prompt")
+        (run,) = run_scenario(env)
+        deadline = time.monotonic() + 30
+        while not rotel_requests(recorder) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        refused = rotel_requests(recorder)
+        assert refused and all(r.status == 401 for r in refused), recorder.summary()
+        assert not [s for s in recorder.spans() if is_proxy_span(s)]
+        assert recorder.spans_for_trace(run["trace_id"])  # the client's own export got in
+    finally:
+        impostor.stop()
+        rotel.start()
+
+
+@pytest.mark.e2e
+def test_without_the_forwarder_no_proxy_span_arrives(
+    recorder: RecordingServer, rotel: RotelForwarder, legacy_proxy: ProxyProcess
+) -> None:
+    """Negative control: the proxy reaches the recording server only through rotel.
+
+    Last in this module: it stops and restarts the shared forwarder.
+    """
+    # Positive control first: with rotel up, the proxy's spans arrive.
+    env = client_env(recorder.url, legacy_proxy.url, SCENARIO_PATH="use_prompt")
+    (run,) = run_scenario(env)
+    wait_for_proxy_generations(recorder, 1)
+    assert_came_through_rotel(recorder)
+    rotel.stop()
+    try:
+        recorder.clear()
+        (run,) = run_scenario(env)
+        # The client's spans come in (they never pass rotel) ...
+        recorder.wait_for_spans(
+            lambda spans: any(s.span_id == run["span_id"] for s in spans), timeout=30
+        )
+        # ... the proxy's do not, while the proxy's exporter keeps retrying (about 7 s).
+        time.sleep(3)
+        assert not [s for s in recorder.spans() if is_proxy_span(s)], recorder.summary()
+        assert not rotel_requests(recorder)
+    finally:
+        rotel.start()
+    # Let the proxy exporter's retries end before the next test (delivered or dropped).
+    try:
+        recorder.wait_for_spans(lambda spans: bool(proxy_generations(spans)), timeout=12)
+    except TimeoutError:
+        pass
+    else:
+        assert_came_through_rotel(recorder)
