@@ -649,9 +649,10 @@ def test_collector_env_vars_are_passed_by_compose(
     assert names <= set(env), names - set(env)
 
 
-def test_collector_has_a_marked_place_for_the_transform_processor() -> None:
+def test_collector_says_why_it_needs_no_transform_processor() -> None:
     text = COLLECTOR_CONFIG.read_text(encoding="utf-8")
-    assert re.search(r"#.*otel-bridge: transform processor", text)
+    assert re.search(r"#.*No transform processor for the bridge", text)
+    assert "transform" not in str(yaml.safe_load(text)["processors"])
 
 
 def test_collector_mounted_at_contrib_default_path(compose: dict[str, Any]) -> None:
