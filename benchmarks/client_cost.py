@@ -96,9 +96,9 @@ def cpu_us(body: Callable[[int], None], number: int) -> float:
         gc.enable()
 
 
-def interleaved(loops: dict[str, Callable[[int], None]], number: int, repeats: int) -> dict[
-    str, float
-]:
+def interleaved(
+    loops: dict[str, Callable[[int], None]], number: int, repeats: int
+) -> dict[str, float]:
     """Median CPU us per call of each loop, the loops taking turns within every repeat."""
     samples: dict[str, list[float]] = {name: [] for name in loops}
     names = list(loops)
@@ -152,7 +152,9 @@ def injection(setup: Setup, urls: dict[str, str], number: int, repeats: int) -> 
         for prompt_in in prompt_paths:
             token = otel_context.attach(setup.context(prompt_in))
             try:
-                with use_prompt(PromptRef(PROMPT_NAME, 3)) if prompt_in == "use_prompt" else _null():
+                with (
+                    use_prompt(PromptRef(PROMPT_NAME, 3)) if prompt_in == "use_prompt" else _null()
+                ):
                     check_injection(plain_tracer, bridge_tracer, setup, request, url_name)
                     costs = interleaved(
                         {PLAIN: plain, BRIDGE: bridge, PLAIN_2: plain}, number, repeats
@@ -185,9 +187,7 @@ def check_injection(
         raise SystemExit(f"bridge injection to the {url_name} URL is wrong: {headers}")
 
 
-def real_requests(
-    setup: Setup, urls: dict[str, str], number: int, repeats: int
-) -> dict[str, Any]:
+def real_requests(setup: Setup, urls: dict[str, str], number: int, repeats: int) -> dict[str, Any]:
     import httpx
     import httpx2
     from opentelemetry.instrumentation.httpx import (
@@ -196,7 +196,10 @@ def real_requests(
     )
 
     results: dict[str, Any] = {}
-    libraries = {"httpx": (httpx, HTTPXClientInstrumentor), "httpx2": (httpx2, HTTPX2ClientInstrumentor)}
+    libraries = {
+        "httpx": (httpx, HTTPXClientInstrumentor),
+        "httpx2": (httpx2, HTTPX2ClientInstrumentor),
+    }
     for library, (module, instrumentor) in libraries.items():
         clients = {name: module.Client() for name in (PLAIN, BRIDGE, PLAIN_2)}
         try:
@@ -254,7 +257,9 @@ def _sent_baggage(client: Any, url: str, textmap: TextMapPropagator) -> str | No
 
 def report(title: str, results: dict[str, Any]) -> None:
     print(f"\n{title}")
-    print(f"  {'request to':<26} {'plain':>8} {'bridge':>8} {'added':>8} {'ratio':>7} {'A vs A':>8}")
+    print(
+        f"  {'request to':<26} {'plain':>8} {'bridge':>8} {'added':>8} {'ratio':>7} {'A vs A':>8}"
+    )
     for name, r in results.items():
         print(
             f"  {name:<26} {r['plain_us']:8.2f} {r['bridge_us']:8.2f} {r['added_us']:+8.2f} "
@@ -327,7 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     for library in ("httpx", "httpx2"):
-        gateway, other = request_results[f"{library} gateway"], request_results[f"{library} other origin"]
+        gateway, other = (
+            request_results[f"{library} gateway"],
+            request_results[f"{library} other origin"],
+        )
         print(
             ratio_line(
                 f"client_{library}",
@@ -342,7 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"command": command_line(), "injection": inject_results, "requests": request_results},
+                {
+                    "command": command_line(),
+                    "injection": inject_results,
+                    "requests": request_results,
+                },
                 indent=2,
             )
         )

@@ -33,7 +33,7 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network here
 os.environ.setdefault("LITELLM_TELEMETRY", "False")
 
-from _common import (  # noqa: E402
+from _common import (
     CHAT_BODY,
     MODEL,
     bridge_baggage,
@@ -80,18 +80,7 @@ _METADATA_TEMPLATE: dict[str, Any] = {
     "user_api_key_spend": 0.0,
     **{
         key: None
-        for key in (
-            "user_api_key_max_budget user_api_key_user_spend user_api_key_user_max_budget "
-            "user_api_key_team_spend user_api_key_team_max_budget user_api_key_project_id "
-            "user_api_key_project_alias user_api_key_org_id user_api_key_org_alias "
-            "user_api_key_end_user_id user_api_key_user_email user_api_key_budget_reset_at "
-            "agent_id actor_agent_id target_agent_id billing_agent_id agent_execution_mode "
-            "verified_human_user_id user_api_end_user_max_budget global_max_parallel_requests "
-            "user_api_key_team_model_max_budget user_api_key_end_user_model_max_budget "
-            "user_api_key_user_model_max_budget user_api_key_team_metadata "
-            "user_api_key_object_permission_id user_api_key_team_object_permission_id "
-            "litellm_parent_otel_span"
-        ).split()
+        for key in ["user_api_key_max_budget", "user_api_key_user_spend", "user_api_key_user_max_budget", "user_api_key_team_spend", "user_api_key_team_max_budget", "user_api_key_project_id", "user_api_key_project_alias", "user_api_key_org_id", "user_api_key_org_alias", "user_api_key_end_user_id", "user_api_key_user_email", "user_api_key_budget_reset_at", "agent_id", "actor_agent_id", "target_agent_id", "billing_agent_id", "agent_execution_mode", "verified_human_user_id", "user_api_end_user_max_budget", "global_max_parallel_requests", "user_api_key_team_model_max_budget", "user_api_key_end_user_model_max_budget", "user_api_key_user_model_max_budget", "user_api_key_team_metadata", "user_api_key_object_permission_id", "user_api_key_team_object_permission_id", "litellm_parent_otel_span"]
     },
     "user_api_key_team_id": "team-research",
     "user_api_key_team_alias": "research",

@@ -100,7 +100,8 @@ def compare(test: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     """Pooled figures, and the median of the per-round ones (each round runs the proxies
     back to back, so the median resists bursts of load from other processes)."""
     ratios = [
-        t / b for t, b in zip(test["round_throughput_rps"], base["round_throughput_rps"], strict=True)
+        t / b
+        for t, b in zip(test["round_throughput_rps"], base["round_throughput_rps"], strict=True)
     ]
     p50_diffs = [t - b for t, b in zip(test["round_p50_ms"], base["round_p50_ms"], strict=True)]
     return {
@@ -164,7 +165,10 @@ def report(level: dict[str, Any]) -> None:
             f"  {name:<12} {r['throughput_rps']:8.1f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} "
             f"{r['cpu_us_per_request']:11.0f} {r['errors']}"
         )
-    for label, key in (("bridged/unbridged", "bridged_vs_unbridged"), ("noise A'/A", "noise_floor")):
+    for label, key in (
+        ("bridged/unbridged", "bridged_vs_unbridged"),
+        ("noise A'/A", "noise_floor"),
+    ):
         d = level[key]
         print(
             f"  {label:<18} throughput x{d['throughput_ratio']:.4f} median of rounds "
@@ -238,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps({"command": command_line(), "levels": results}, indent=2) + "\n"
         )
     if failures:
-        statuses = [(lv["concurrency"], n, r["statuses"]) for lv in results for n, r in lv["proxies"].items()]
+        statuses = [
+            (lv["concurrency"], n, r["statuses"])
+            for lv in results
+            for n, r in lv["proxies"].items()
+        ]
         print(f"{failures} request(s) failed; HTTP statuses: {statuses}", file=sys.stderr)
         return 1
     return 0

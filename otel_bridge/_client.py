@@ -113,14 +113,33 @@ def _origin_of(url: object) -> Origin | None:
 
 
 def request_hook(span: trace.Span, request: Any) -> None:
-    """httpx/httpx2 request hook: mark the client span of a request bound for a gateway."""
-    if not _gateways:
-        return
-    origin = _origin_of(getattr(request, "url", None))
+    """httpx/httpx2 request hook: mark the client span of a request bound for a gateway.
+
+    Any other request loses the ``langfuse_*`` members of a ``baggage`` header it already
+    carries: httpx builds a redirect's request from the previous hop's headers, so a gateway
+    answering 302 to another origin would otherwise hand the prompt link on.
+    """
+    origin = _origin_of(getattr(request, "url", None)) if _gateways else None
     if origin is not None and origin in _gateways:
         _gateway_spans.add(span)
         if span.is_recording():
             span.set_attribute(GATEWAY_ATTRIBUTE, str(origin))
+        return
+    _strip_langfuse_baggage(getattr(request, "headers", None))
+
+
+def _strip_langfuse_baggage(headers: Any) -> None:
+    get_list = getattr(headers, "get_list", None)
+    if get_list is None:
+        return
+    values = get_list("baggage")
+    if not any(LANGFUSE_BAGGAGE_PREFIX in value for value in values):
+        return
+    members, _ = parse_baggage(values)
+    kept = format_baggage((k, v) for k, v in members if not k.startswith(LANGFUSE_BAGGAGE_PREFIX))
+    del headers["baggage"]
+    if kept:
+        headers["baggage"] = kept
 
 
 async def async_request_hook(span: trace.Span, request: Any) -> None:

@@ -272,18 +272,21 @@ def prompt_from_members(
     return PromptRef(name, int(version)), None
 
 
-def decode_headers(headers: Mapping[str, str | Sequence[str]]) -> BridgeContext:
-    """Read the bridge context from request headers (keys in any case). Never raises on input."""
-    traceparent: str | Sequence[str] | None = None
+def decode_headers(headers: Mapping[str, object]) -> BridgeContext:
+    """Read the bridge context from request headers (keys in any case). Never raises on input.
+
+    Values may be strings or lists of strings (repeated headers); anything else is ignored.
+    """
+    traceparent: list[str] = []
     baggage: list[str] = []
     for key, value in headers.items():
         if not isinstance(key, str):
             continue
         lowered = key.lower()
         if lowered == "traceparent":
-            traceparent = value
+            traceparent.extend(_strings(value))
         elif lowered == "baggage":
-            baggage.extend([value] if isinstance(value, str) else value)
+            baggage.extend(_strings(value))
     parent, trace_rejection = parse_traceparent(traceparent)
     members, rejections = parse_baggage(baggage)
     prompt, prompt_rejection = prompt_from_members(members)
@@ -292,6 +295,14 @@ def decode_headers(headers: Mapping[str, str | Sequence[str]]) -> BridgeContext:
     if prompt_rejection:
         rejections.append(prompt_rejection)
     return BridgeContext(parent=parent, prompt=prompt, rejections=tuple(rejections))
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [item for item in value if isinstance(item, str)]
+    return []
 
 
 def encode_headers(context: BridgeContext) -> dict[str, str]:

@@ -42,8 +42,9 @@ _logger = logging.getLogger("otel_bridge.proxy")
 # of them, the header-derived parent is not mixed in: a parent from one trace under another
 # trace's id would dangle.
 _TRACE_STEERING_KEYS = ("existing_trace_id", "parent_observation_id")
-# LiteLLM's OTel V2 stamps inbound baggage under these prefixes onto every span it exports.
-DEFAULT_REFUSED_BAGGAGE_PREFIXES = ("litellm.",)
+# LiteLLM's OTel V2 stamps inbound baggage under these prefixes onto every span it exports
+# (its promoted keys: litellm.team.id, litellm.metadata.*, gen_ai.request.model, ...).
+DEFAULT_REFUSED_BAGGAGE_PREFIXES = ("litellm.", "gen_ai.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,7 @@ class TrustPolicy:
 
     @classmethod
     def parse(cls, value: str | None) -> TrustPolicy:
-        text = (value or "all").strip()
+        text = (value or "").strip() or "all"
         if text.lower() == "all":
             return cls()
         if text.lower() == "none":
@@ -150,9 +151,11 @@ def langfuse_metadata(
 
 
 def apply(updates: Mapping[str, object], targets: list[MutableMapping[str, object]]) -> None:
+    # An explicit None from the caller is "not set", as langfuse_metadata read it.
     for target in targets:
         for key, value in updates.items():
-            target.setdefault(key, value)
+            if target.get(key) is None:
+                target[key] = value
 
 
 # --- OpenTelemetry paths (LiteLLM's `langfuse_otel` and `otel` callbacks) ---------------------

@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Mapping, MutableMapping
 from dataclasses import replace
 from typing import Any
@@ -139,6 +140,22 @@ _CALLBACK_LISTS = (
 )
 
 
+def _detach_from_caller_trace(
+    data: MutableMapping[str, Any], targets: list[MutableMapping[str, object]], trace_id: str
+) -> None:
+    """Undo LiteLLM's own copy of the traceparent's trace id, for a caller not trusted to join.
+
+    LiteLLM takes ``litellm_trace_id`` and ``metadata.trace_id`` from ``traceparent`` before any
+    hook runs; left alone, the Langfuse callback would log into the caller's trace anyway.
+    """
+    fresh = uuid.uuid4().hex
+    if data.get("litellm_trace_id") == trace_id:
+        data["litellm_trace_id"] = fresh
+    for target in targets:
+        if target.get("trace_id") == trace_id:
+            target["trace_id"] = fresh
+
+
 class _SpanProcessorInstaller:
     """Adds :class:`ProxySpanProcessor` to every tracer provider LiteLLM exports through.
 
@@ -216,6 +233,7 @@ class LiteLLMBridge(CustomLogger):  # type: ignore[misc]
         may_attach = self.trust.trusts(*_caller_ids(user_api_key_dict))
         if context.parent is not None and not may_attach:
             self.rejections.record(("caller_not_trusted",))
+            _detach_from_caller_trace(data, targets, context.parent.trace_id)
         apply(langfuse_metadata(context, caller, may_attach=may_attach), targets)
 
     async def async_pre_call_hook(

@@ -63,7 +63,9 @@ def run_quick(python: Path | str, script: str, timeout: float = 150) -> str:
             process.kill()
             output, _ = process.communicate()
         pytest.fail(f"{script} --quick took over {timeout:.0f}s:\n{output[-4000:]}")
-    assert process.returncode == 0, f"{script} --quick exited {process.returncode}:\n{output[-4000:]}"
+    assert process.returncode == 0, (
+        f"{script} --quick exited {process.returncode}:\n{output[-4000:]}"
+    )
     return output
 
 

@@ -304,9 +304,12 @@ def check_bridge_output(
     before: Mapping[str, Any], after: Mapping[str, Any], headers: Mapping[str, Any]
 ) -> None:
     """What the hook may write into one metadata dict, whatever the input."""
-    added = set(after) - set(before)
+    # Written by the bridge: keys the caller did not set, or set to None ("not set").
+    added = {k for k in after if (k not in before or before[k] is None) and after[k] is not None}
     assert added <= BRIDGE_KEYS, added
-    for key, value in before.items():  # never overrides the caller
+    for key, value in before.items():  # never overrides a value the caller gave
+        if value is None and key in added:
+            continue
         assert after[key] is value or after[key] == value, key
     if "existing_trace_id" in added:
         trace = after["existing_trace_id"]
