@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -224,10 +224,8 @@ class LoadGen:
 
     def close(self) -> None:
         if self.process.poll() is None:
-            try:
+            with suppress(RuntimeError, OSError, ValueError):
                 self._call(op="close")
-            except (RuntimeError, OSError, ValueError):
-                pass
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -124,10 +124,8 @@ def run_level(
     names = [BASE, BRIDGED, TWIN]
     per_round = args.round_size or (10 if args.quick else max(150, 3 * level))
     rounds_count = math.ceil(args.requests / per_round)
-    if args.warmup is not None:
-        warmup = args.warmup
-    else:
-        warmup = 10 if args.quick else max(2 * level, 200)
+    default_warmup = 10 if args.quick else max(2 * level, 200)
+    warmup = args.warmup if args.warmup is not None else default_warmup
     for name in names:
         load.run(name, level, warmup, latencies=False)
     recorder.clear()
