@@ -19,14 +19,6 @@ from opentelemetry import baggage as otel_baggage
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.propagators.textmap import (
-    CarrierT,
-    Getter,
-    Setter,
-    TextMapPropagator,
-    default_getter,
-    default_setter,
-)
 
 from otel_bridge._config import Origin
 from otel_bridge._context import (
@@ -39,6 +31,7 @@ from otel_bridge._context import (
     prompt_from_members,
     prompt_members,
 )
+from otel_bridge._propagation import BaggagePropagator
 
 _logger = logging.getLogger(__name__)
 
@@ -152,58 +145,28 @@ def is_gateway_span(span: object) -> bool:
     return isinstance(attributes, Mapping) and GATEWAY_ATTRIBUTE in attributes
 
 
-class GatewayBaggagePropagator(TextMapPropagator):
+class GatewayBaggagePropagator(BaggagePropagator):
     """W3C baggage, with ``langfuse_*`` members sent to configured gateways only.
 
     Replaces OpenTelemetry's ``baggage`` propagator: members outside the ``langfuse_``
     prefix flow everywhere as before; the prompt link is added for gateway calls.
     """
 
-    _HEADER = "baggage"
-
-    def extract(
-        self,
-        carrier: CarrierT,
-        context: Context | None = None,
-        getter: Getter[CarrierT] = default_getter,
-    ) -> Context:
-        if context is None:
-            context = otel_context.get_current()
-        members, _ = parse_baggage(getter.get(carrier, self._HEADER))
-        for key, value in members:
-            context = otel_baggage.set_baggage(key, value, context)
-        return context
-
-    def inject(
-        self,
-        carrier: CarrierT,
-        context: Context | None = None,
-        setter: Setter[CarrierT] = default_setter,
-    ) -> None:
-        entries: Mapping[str, object] = otel_baggage.get_all(context)
-        members: Iterable[tuple[str, str]] = [
+    def outbound(
+        self, entries: Mapping[str, object], context: Context | None
+    ) -> Iterable[tuple[str, str]]:
+        everywhere = super().outbound(entries, context)
+        if trace.get_current_span(context) not in _gateway_spans:
+            return everywhere
+        langfuse = [
             (key, str(value))
             for key, value in entries.items()
-            if not key.startswith(LANGFUSE_BAGGAGE_PREFIX)
+            if key.startswith(LANGFUSE_BAGGAGE_PREFIX)
+            and key not in (PROMPT_NAME_KEY, PROMPT_VERSION_KEY)
         ]
-        if trace.get_current_span(context) in _gateway_spans:
-            kept_langfuse = [
-                (key, str(value))
-                for key, value in entries.items()
-                if key.startswith(LANGFUSE_BAGGAGE_PREFIX)
-                and key not in (PROMPT_NAME_KEY, PROMPT_VERSION_KEY)
-            ]
-            prompt = current_prompt(context)
-            bridge = prompt_members(prompt) if prompt is not None else []
-            # The bridge's own members go first so the W3C size limit never cuts them.
-            members = [*bridge, *kept_langfuse, *members]
-        header = format_baggage(members)
-        if header:
-            setter.set(carrier, self._HEADER, header)
-
-    @property
-    def fields(self) -> set[str]:
-        return {self._HEADER}
+        prompt = current_prompt(context)
+        # The bridge's own members go first so the W3C size limit never cuts them.
+        return [*(prompt_members(prompt) if prompt else ()), *langfuse, *everywhere]
 
 
 def configure(

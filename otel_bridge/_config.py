@@ -7,10 +7,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.util._importlib_metadata import entry_points
-
 OTEL_BRIDGE_GATEWAYS = "OTEL_BRIDGE_GATEWAYS"
 OTEL_BRIDGE_DISABLED = "OTEL_BRIDGE_DISABLED"
 OTEL_BRIDGE_TRUSTED_CALLERS = "OTEL_BRIDGE_TRUSTED_CALLERS"
@@ -71,29 +67,3 @@ def refused_baggage_prefixes(default: tuple[str, ...]) -> tuple[str, ...]:
     if value.strip().lower() == "none":
         return ()
     return tuple(p.strip() for p in value.split(",") if p.strip())
-
-
-def textmap_from_env(baggage: TextMapPropagator) -> TextMapPropagator:
-    """``OTEL_PROPAGATORS`` as configured, with ``baggage`` served by the bridge's propagator.
-
-    It is added when the list has none: the bridge's context travels in baggage.
-    """
-    names = [
-        name.strip()
-        for name in os.environ.get("OTEL_PROPAGATORS", "tracecontext,baggage").split(",")
-        if name.strip() and name.strip() != "none"
-    ]
-    propagators: list[TextMapPropagator] = []
-    for name in names:
-        if name == "baggage":
-            propagators.append(baggage)
-            continue
-        found = list(entry_points(group="opentelemetry_propagator", name=name))
-        if not found:
-            raise ValueError(
-                f"OTEL_PROPAGATORS names {name!r}, which no installed package provides"
-            )
-        propagators.append(found[0].load()())
-    if "baggage" not in names:
-        propagators.append(baggage)
-    return CompositePropagator(propagators)

@@ -28,7 +28,8 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_bridge import _client
-from otel_bridge._config import gateways_from_env, parse_gateways, textmap_from_env
+from otel_bridge._config import gateways_from_env, parse_gateways
+from otel_bridge._propagation import textmap_from_env
 from otel_bridge.package import _instruments_any
 
 _logger = logging.getLogger(__name__)

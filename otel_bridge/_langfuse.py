@@ -48,15 +48,6 @@ class GenerationTracker(SpanProcessor):
         if scope is not None and scope.name == _LANGFUSE_SCOPE:
             _latest_observation.set(weakref.ref(span))
 
-    def on_end(self, span: ReadableSpan) -> None:
-        pass
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
 
 def open_generation_prompt() -> PromptRef | None:
     """The prompt of the latest Langfuse generation started here, if it is still open."""

@@ -15,26 +15,11 @@ from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from opentelemetry import baggage as otel_baggage
-from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.propagators.textmap import (
-    CarrierT,
-    Getter,
-    Setter,
-    TextMapPropagator,
-    default_getter,
-    default_setter,
-)
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import Span, SpanProcessor
 
-from otel_bridge._context import (
-    LANGFUSE_BAGGAGE_PREFIX,
-    BridgeContext,
-    Rejection,
-    format_baggage,
-    parse_baggage,
-)
+from otel_bridge._context import BridgeContext, Rejection
+from otel_bridge._propagation import BaggagePropagator
 
 _logger = logging.getLogger("otel_bridge.proxy")
 
@@ -207,53 +192,10 @@ class ProxySpanProcessor(SpanProcessor):
             {_PROMPT_NAME: request.prompt.name, _PROMPT_VERSION: request.prompt.version}
         )
 
-    def on_end(self, span: ReadableSpan) -> None:
-        pass
 
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-class ProxyBaggagePropagator(TextMapPropagator):
-    """W3C baggage for the gateway: refuses keys that would let a caller write LiteLLM's
-    own span attributes, and never forwards ``langfuse_*`` members to model providers."""
-
-    _HEADER = "baggage"
+class ProxyBaggagePropagator(BaggagePropagator):
+    """W3C baggage for the gateway: refuses inbound keys that would let a caller write
+    LiteLLM's own span attributes, and never forwards ``langfuse_*`` members upstream."""
 
     def __init__(self, refused_prefixes: tuple[str, ...] = DEFAULT_REFUSED_BAGGAGE_PREFIXES):
-        self.refused_prefixes = refused_prefixes
-
-    def extract(
-        self,
-        carrier: CarrierT,
-        context: Context | None = None,
-        getter: Getter[CarrierT] = default_getter,
-    ) -> Context:
-        if context is None:
-            context = otel_context.get_current()
-        members, _ = parse_baggage(getter.get(carrier, self._HEADER))
-        for key, value in members:
-            if not key.startswith(self.refused_prefixes):
-                context = otel_baggage.set_baggage(key, value, context)
-        return context
-
-    def inject(
-        self,
-        carrier: CarrierT,
-        context: Context | None = None,
-        setter: Setter[CarrierT] = default_setter,
-    ) -> None:
-        header = format_baggage(
-            (key, str(value))
-            for key, value in otel_baggage.get_all(context).items()
-            if not key.startswith((LANGFUSE_BAGGAGE_PREFIX, *self.refused_prefixes))
-        )
-        if header:
-            setter.set(carrier, self._HEADER, header)
-
-    @property
-    def fields(self) -> set[str]:
-        return {self._HEADER}
+        super().__init__(refused_prefixes)

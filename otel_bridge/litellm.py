@@ -33,9 +33,9 @@ from otel_bridge._config import (
     OTEL_BRIDGE_TRUSTED_CALLERS,
     is_disabled,
     refused_baggage_prefixes,
-    textmap_from_env,
 )
 from otel_bridge._context import decode_headers
+from otel_bridge._propagation import textmap_from_env
 from otel_bridge._proxy import (
     DEFAULT_REFUSED_BAGGAGE_PREFIXES,
     MODEL_ATTRIBUTES,
