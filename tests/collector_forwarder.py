@@ -29,16 +29,15 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import signal
 import socket
-import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from otel_bridge.demo._stack import ChildProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 COLLECTOR_CONFIG = REPO / "collector" / "otelcol-config.yaml"
@@ -374,13 +373,7 @@ def rotel_binary() -> Path:
     return binary
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RotelForwarder:
+class RotelForwarder(ChildProcess):
     """rotel running the collector pipeline, listening on loopback ports picked here.
 
     ``stop()`` then ``start()`` restarts it on the same ports (the proxy keeps its endpoint).
@@ -397,9 +390,9 @@ class RotelForwarder:
         self.plan = plan
         self.workdir = workdir
         self.batch_timeout = batch_timeout
-        self.http_port, self.grpc_port = ports or (_free_port(), _free_port())
-        self.process: subprocess.Popen[bytes] | None = None
+        self.http_port, self.grpc_port = ports or (free_port(), free_port())
         self.starts = 0
+        super().__init__(workdir / "rotel-stdout.log")
 
     @property
     def url(self) -> str:
@@ -409,10 +402,6 @@ class RotelForwarder:
     @property
     def traces_url(self) -> str:
         return self.url + self.plan.receiver_traces_path
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "rotel-stdout.log"
 
     def command(self) -> list[str]:
         return [
@@ -429,44 +418,17 @@ class RotelForwarder:
         if self.process is not None and self.process.poll() is None:
             return self
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ROTEL_", "OTEL_"))}
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.command(),
-                env=env,
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
         self.starts += 1
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"rotel exited early:\n{self.log_tail()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.http_port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"rotel did not listen within {timeout:.0f}s:\n{self.log_tail()}")
 
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        def listening() -> bool:
+            with socket.create_connection(("127.0.0.1", self.http_port), timeout=0.5):
+                return True
 
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        self.launch(self.command(), env, self.workdir, listening, timeout, 0.1, append_log=True)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        super().stop(timeout)
 
     def __enter__(self) -> RotelForwarder:
         return self.start()

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +30,7 @@ import httpx
 import pytest
 from harness import ProxyProcess, client_env, free_port, mock_config, run_scenario, start_proxy
 
-from otel_bridge.demo._stack import example_config, scrubbed_environ
+from otel_bridge.demo._stack import ChildProcess, example_config, http_ok, scrubbed_environ
 from otel_bridge.recording_server import RecordingServer
 
 pytestmark = [pytest.mark.phoenix, pytest.mark.e2e]
@@ -56,23 +54,21 @@ def phoenix_python() -> Path:
     return path
 
 
-class PhoenixProcess:
+class PhoenixProcess(ChildProcess):
     """`phoenix serve` on loopback ports picked here, with a throw-away SQLite database."""
 
+    name = "phoenix"
+
     def __init__(self, python: Path, workdir: Path) -> None:
+        super().__init__(workdir / "phoenix.log")
         self.python = python
         self.workdir = workdir
         self.port = free_port()
         self.grpc_port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "phoenix.log"
 
     def start(self, timeout: float = 180.0) -> PhoenixProcess:
         data = self.workdir / "data"
@@ -92,44 +88,12 @@ class PhoenixProcess:
             "PHOENIX_LOG_MIGRATIONS": "false",
             "PYTHONUNBUFFERED": "1",
         }
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [str(self.python), str(LAUNCHER)],
-                env=env,
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"phoenix exited early:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"phoenix was not ready after {timeout:.0f}s:\n{self.log_tail()}")
+        command = [str(self.python), str(LAUNCHER)]
+        self.launch(command, env, self.workdir, http_ok(f"{self.url}/healthz"), timeout, 0.5)
+        return self
 
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+    def stop(self, timeout: float = 20.0) -> None:
+        super().stop(timeout)
 
     def spans(self, **query: Any) -> list[dict[str, Any]]:
         """Spans of the project via the REST API, following the pagination cursor."""

@@ -10,8 +10,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,24 +58,90 @@ def scrubbed_environ(*prefixes: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
 
 
-@dataclass
-class ProxyProcess:
+class ChildProcess:
+    """A child process in its own session, logging to a file, stopped with its whole group."""
+
+    name = "process"
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def launch(
+        self,
+        command: list[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        ready: Callable[[], bool],
+        timeout: float,
+        interval: float = 0.25,
+        append_log: bool = False,
+    ) -> None:
+        """Start ``command`` and return once ``ready()`` holds; raise with the log tail if not."""
+        with self.log_path.open("ab" if append_log else "wb") as log:
+            self.process = subprocess.Popen(
+                command,
+                env=dict(env),
+                cwd=cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
+            try:
+                if ready():
+                    return
+            except (OSError, httpx.HTTPError):
+                pass
+            time.sleep(interval)
+        self.stop()
+        raise RuntimeError(f"{self.name} was not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 15.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def http_ok(url: str) -> Callable[[], bool]:
+    return lambda: httpx.get(url, timeout=2).status_code == 200
+
+
+class ProxyProcess(ChildProcess):
     """A real ``litellm`` proxy process on loopback, from the proxy tier's interpreter."""
 
-    config: Mapping[str, Any]
-    env: Mapping[str, str]
-    workdir: Path
-    python: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
+    name = "litellm"
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        env: Mapping[str, str],
+        workdir: Path,
+        python: Path,
+        port: int | None = None,
+    ) -> None:
+        self.config, self.env, self.workdir, self.python = config, env, workdir, python
+        self.port = port or free_port()
+        super().__init__(workdir / f"litellm-{self.port}.log")
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / f"litellm-{self.port}.log"
 
     def start(self, timeout: float = 120.0) -> ProxyProcess:
         config_path = self.workdir / f"litellm-{self.port}.yaml"
@@ -98,43 +163,8 @@ class ProxyProcess:
             "--port", str(self.port),
             "--num_workers", "1",
         ]  # fmt: skip
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                command,
-                env=env,
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"litellm exited early:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/health/liveliness", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"litellm was not ready after {timeout:.0f}s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
+        self.launch(command, env, self.workdir, http_ok(f"{self.url}/health/liveliness"), timeout)
+        return self
 
     def __enter__(self) -> ProxyProcess:
         return self.start()
