@@ -40,8 +40,13 @@ def instrument(*, gateways: str | Iterable[str] | None = None) -> None:
 
     Call it before the app builds its clients. Creates an SDK TracerProvider unless one is
     already set, then starts the client-tier bridge. ``gateways`` defaults to
-    ``OTEL_BRIDGE_GATEWAYS``; an invalid entry raises ``ValueError`` naming it.
+    ``OTEL_BRIDGE_GATEWAYS``; an invalid entry raises ``ValueError`` naming it. Does nothing
+    when ``OTEL_BRIDGE_DISABLED`` is true.
     """
+    from otel_bridge._config import is_disabled
+
+    if is_disabled():
+        return
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 

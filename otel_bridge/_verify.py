@@ -44,14 +44,32 @@ class Verdict:
         return "NOT UNIFIED: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
 
 
-def is_gateway_generation(observation: Observation) -> bool:
+def is_gateway_generation(observation: Observation, by_id: Mapping[str, Observation]) -> bool:
+    """A generation the gateway logged: LiteLLM's marks, or below the app's HTTP call.
+
+    The app's own generations (``langfuse.openai``) are siblings of its HTTP client span; the
+    gateway's hang below it, whatever the gateway names them (V2: ``chat <model>``).
+    """
     if observation.get("type") != "GENERATION":
         return False
     metadata = observation.get("metadata")
     name = str(observation.get("name") or "")
-    return name.startswith(_GATEWAY_NAME_PREFIX) or (
+    if name.startswith(_GATEWAY_NAME_PREFIX) or (
         isinstance(metadata, Mapping) and any(key in metadata for key in _GATEWAY_METADATA_KEYS)
-    )
+    ):
+        return True
+    seen: set[str] = set()
+    parent = observation.get("parentObservationId")
+    while isinstance(parent, str) and parent in by_id and parent not in seen:
+        seen.add(parent)
+        ancestor = by_id[parent]
+        if str(ancestor.get("name") or "").split(" ", 1)[0] in _HTTP_METHODS:
+            return True
+        parent = ancestor.get("parentObservationId")
+    return False
+
+
+_HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
 def judge(trace: Mapping[str, Any]) -> Verdict:
@@ -75,20 +93,30 @@ def judge(trace: Mapping[str, Any]) -> Verdict:
     )
     roots = [o for o in observations if not o.get("parentObservationId")]
     checks.append(Check("one root", len(roots) == 1, ", ".join(str(o.get("name")) for o in roots)))
-    gateway = [o for o in observations if is_gateway_generation(o)]
+    gateway = [o for o in observations if is_gateway_generation(o, by_id)]
     checks.append(
-        Check(
-            "gateway generation present", len(gateway) == 1, f"{len(gateway)} gateway generation(s)"
-        )
+        Check("gateway generation present", bool(gateway), f"{len(gateway)} gateway generation(s)")
     )
-    if len(gateway) == 1:
-        generation = gateway[0]
-        name, version = generation.get("promptName"), generation.get("promptVersion")
+    if gateway:
+        unlinked = [
+            f"{o.get('name')} ({o.get('promptName')!r} v{o.get('promptVersion')!r})"
+            for o in gateway
+            if not (
+                isinstance(o.get("promptName"), str) and isinstance(o.get("promptVersion"), int)
+            )
+        ]
+        linked = (
+            {(o.get("promptName"), o.get("promptVersion")) for o in gateway}
+            if not unlinked
+            else set()
+        )
         checks.append(
             Check(
                 "prompt linked on the gateway generation",
-                isinstance(name, str) and isinstance(version, int),
-                f"prompt {name!r} version {version!r}",
+                not unlinked,
+                "unlinked: " + ", ".join(unlinked)
+                if unlinked
+                else ", ".join(f"prompt {n!r} version {v!r}" for n, v in sorted(linked, key=str)),
             )
         )
     return Verdict(trace_id, observations, checks)

@@ -29,10 +29,14 @@ def _langfuse_settings() -> tuple[str, str, str] | None:
 
 
 def _proxy_python(explicit: str | None) -> Path:
+    # Absolute, not resolved: a venv's python is a symlink, and the venv's scripts sit next to
+    # it; the proxy runs from a temporary directory, so a relative path would not be found.
     candidate = Path(
-        explicit
-        or os.environ.get("OTEL_BRIDGE_PROXY_PYTHON")
-        or _REPO / ".venv-proxy" / "bin" / "python"
+        os.path.abspath(
+            explicit
+            or os.environ.get("OTEL_BRIDGE_PROXY_PYTHON")
+            or _REPO / ".venv-proxy" / "bin" / "python"
+        )
     )
     if not candidate.exists():
         raise SystemExit(

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from otel_bridge.recording_server import RecordedPrompt, RecordingServer  # noqa: E402
+from otel_bridge.recording_server import RecordedPrompt, RecordingServer
 
 TEST_PROMPTS = [
     RecordedPrompt(

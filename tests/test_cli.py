@@ -170,3 +170,31 @@ def test_demo_without_a_proxy_environment_says_how_to_get_one(tmp_path: Path) ->
     )
     assert result.returncode != 0
     assert "./dev demo" in result.stderr
+
+
+def test_judge_finds_gateway_generations_by_where_they_hang() -> None:
+    # LiteLLM's OTel V2 names its generation `chat <model>`: it is the gateway's because it hangs
+    # below the app's HTTP call; the app's own generation is a sibling of that call.
+    trace = {
+        "id": "t" * 32,
+        "observations": [
+            _observation("a", None, name="run-test"),
+            _observation("g", "a", "GENERATION", "llm-response", promptName="p", promptVersion=1),
+            _observation("b", "a", name="POST"),
+            _observation("s", "b", name="POST /chat/completions"),
+            _observation("d", "s", name="fastapi.dependencies"),
+            _observation(
+                "c", "d", "GENERATION", "chat llama3.2:1b", promptName="p", promptVersion=1
+            ),
+            _observation("b2", "a", name="POST"),
+            _observation("c2", "b2", "GENERATION", "chat llama3.2:1b"),
+        ],
+    }
+    verdict = judge(trace)
+    failed = {c.name: c.detail for c in verdict.checks if not c.ok}
+    assert failed == {
+        "prompt linked on the gateway generation": "unlinked: chat llama3.2:1b (None vNone)"
+    }
+    assert {c.name: c.detail for c in verdict.checks}["gateway generation present"] == (
+        "2 gateway generation(s)"
+    )

@@ -117,8 +117,9 @@ def test_distro_defaults_and_what_the_user_set_wins() -> None:
     import json, os
     from otel_bridge.distro import apply_defaults
     apply_defaults()
-    print(json.dumps({k: os.environ.get(k) for k in (
-        "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER")}))
+    names = ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_TRACES_EXPORTER",
+             "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER")
+    print(json.dumps({k: os.environ.get(k) for k in names}))
     """
     plain = json.loads(_run(code, {}).stdout)
     assert plain == {

@@ -150,7 +150,7 @@ def test_prompt_names_from_opentelemetry_python_propagator(name: str) -> None:
             Rejection.PROMPT_VERSION_INVALID,
         ),
         (
-            [("langfuse_prompt_name", "p"), ("langfuse_prompt_version", "١")],
+            [("langfuse_prompt_name", "p"), ("langfuse_prompt_version", "\u0661")],
             Rejection.PROMPT_VERSION_INVALID,
         ),
         (

@@ -143,7 +143,7 @@ def test_one_trace_one_prompt_link(
         recorder, run, prompt=("test-prompt", 1), client_generation=path == "langfuse_openai"
     )
     assert len(proxy_generations(recorder.spans())) == 1
-    # 6. The same context reached a non-gateway origin (httpx and httpx2) without langfuse_* baggage.
+    # 6. The same context reached another origin (httpx and httpx2) without langfuse_* baggage.
     assert len(other_origin.requests) == 2
     for request in other_origin.requests:
         assert "traceparent" in request
