@@ -8,8 +8,12 @@ Add it next to the Langfuse callback in the proxy's ``config.yaml``::
 
 Before each call, :class:`LiteLLMBridge` reads ``traceparent`` and ``baggage`` from the
 incoming request and writes ``existing_trace_id``, ``parent_observation_id`` and ``prompt``
-into the request's metadata, where LiteLLM's Langfuse logging reads them. Whatever happens,
-the request goes on: the hook logs and counts what it could not use and never raises.
+into the request's metadata, where LiteLLM's ``langfuse`` callback reads them. For LiteLLM's
+OpenTelemetry callbacks (``langfuse_otel``, ``otel``, legacy or V2) it adds
+:class:`~otel_bridge._proxy.ProxySpanProcessor` to the providers they export through, and the
+request's context reaches it through a context variable. At import it installs the gateway's
+baggage propagator. Whatever happens, the request goes on: the hook logs and counts what it
+could not use and never raises.
 """
 
 from __future__ import annotations

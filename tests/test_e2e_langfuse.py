@@ -36,6 +36,7 @@ from harness import (
     start_proxy,
 )
 
+from otel_bridge import BridgeContext, PromptRef, SpanRef, encode_headers
 from otel_bridge.recording_server import RecordingServer, observation_type
 
 pytestmark = pytest.mark.e2e
@@ -328,3 +329,44 @@ def test_proxy_spans_are_from_the_proxy_process(
     (generation,) = wait_for_proxy_generations(recorder, 1)
     assert is_proxy_span(generation)
     assert generation.trace_id == run["trace_id"]
+
+
+ENDPOINTS = {
+    "/v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
+    "/v1/responses": {"input": "hi"},
+    "/v1/messages": {"max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]},
+    "/v1/completions": {"prompt": "hi"},
+    "/v1/embeddings": {"input": "hi"},
+}
+
+
+def test_every_llm_endpoint_is_bridged(
+    variant: str, recorder: RecordingServer, proxy: ProxyProcess
+) -> None:
+    # /messages and /responses keep their metadata elsewhere than /chat/completions does.
+    endpoints = dict(ENDPOINTS)
+    if variant.endswith("_v2"):
+        # Measured: with a mock_response model, LiteLLM's V2 logger emits no model-call span for
+        # /responses, /messages or /embeddings (only auth and route), bridge or not.
+        for path in ("/v1/responses", "/v1/messages", "/v1/embeddings"):
+            endpoints.pop(path)
+    for number, (path, body) in enumerate(endpoints.items(), start=1):
+        parent = SpanRef(f"{number:032x}", f"{number:016x}", sampled=True)
+        headers = encode_headers(BridgeContext(parent=parent, prompt=PromptRef("test-prompt", 1)))
+        response = httpx.post(
+            f"{proxy.url}{path}",
+            headers={"Authorization": f"Bearer {MASTER_KEY}", **headers},
+            json={"model": MODEL, **body},
+            timeout=30,
+        )
+        assert response.status_code == 200, (path, response.text)
+    calls = _llm_call_spans(recorder, len(endpoints))
+    assert sorted(int(c.trace_id, 16) for c in calls) == list(range(1, len(endpoints) + 1))
+    for call in calls:
+        spans = {s.span_id: s for s in recorder.spans_for_trace(call.trace_id)}
+        top = call
+        while top.parent_span_id in spans:
+            top = spans[top.parent_span_id]
+        assert top.parent_span_id == call.trace_id[16:], call.name  # the caller's span
+        assert call.attributes["langfuse.observation.prompt.name"] == "test-prompt", call.name
+        assert call.attributes["langfuse.observation.prompt.version"] == 1, call.name
