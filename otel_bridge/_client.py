@@ -9,6 +9,7 @@ propagator reads that mark from the span that is current while it injects.
 
 from __future__ import annotations
 
+import functools
 import logging
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -92,17 +93,20 @@ def current_prompt(context: Context | None = None) -> PromptRef | None:
 
 
 def _origin_of(url: object) -> Origin | None:
+    # httpx.URL and httpx2.URL expose their parts; the transport API may pass a tuple.
     if isinstance(url, tuple):
         scheme, host, port = (
             part.decode("ascii", "replace") if isinstance(part, bytes) else part for part in url[:3]
         )
-        text = f"{scheme}://{host}" + (f":{port}" if port else "")
     else:
-        text = str(url)
-    try:
-        return Origin.parse(text)
-    except ValueError:
+        scheme, host, port = (getattr(url, name, None) for name in ("scheme", "host", "port"))
+    if not isinstance(scheme, str) or not isinstance(host, str):
         return None
+    return _cached_origin(scheme, host, port if isinstance(port, int) else None)
+
+
+# A client talks to a handful of hosts: build each origin once.
+_cached_origin = functools.lru_cache(maxsize=256)(Origin.of)
 
 
 def request_hook(span: trace.Span, request: Any) -> None:

@@ -27,6 +27,15 @@ class Origin:
         return f"{self.scheme}://{self.host}:{self.port}"
 
     @classmethod
+    def of(cls, scheme: str, host: str, port: int | None) -> Origin | None:
+        """From a request URL's parts; None for a scheme that is not http(s)."""
+        scheme = scheme.lower()
+        default = _DEFAULT_PORTS.get(scheme)
+        if default is None or not host:
+            return None
+        return cls(scheme, host.lower(), port or default)
+
+    @classmethod
     def parse(cls, url: str) -> Origin:
         """Origin of ``url``; ``ValueError`` names what is wrong with it."""
         text = url.strip()

@@ -20,6 +20,7 @@ the client side encodes with it, the proxy side decodes with it.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -236,15 +237,23 @@ def format_baggage(members: Iterable[tuple[str, str]]) -> str:
     parts: list[str] = []
     size = 0
     for key, value in members:
-        if not _TOKEN.fullmatch(key):
+        part = _encode_member(key, value)
+        if part is None:
             continue
-        part = f"{key}={quote(value, safe='')}"
         part_size = len(part) + (1 if parts else 0)
         if len(parts) >= MAX_BAGGAGE_MEMBERS or size + part_size > MAX_BAGGAGE_BYTES:
             continue
         parts.append(part)
         size += part_size
     return ",".join(parts)
+
+
+# Outbound requests repeat the same few members; encoding each once keeps injection cheap.
+@functools.lru_cache(maxsize=1024)
+def _encode_member(key: str, value: str) -> str | None:
+    if not _TOKEN.fullmatch(key):
+        return None
+    return f"{key}={quote(value, safe='')}"
 
 
 def prompt_members(prompt: PromptRef) -> list[tuple[str, str]]:
@@ -265,6 +274,12 @@ def prompt_from_members(
     if not names or not versions:
         return None, Rejection.PROMPT_INCOMPLETE
     (name,), (version,) = names, versions
+    return _prompt_from_strings(name, version)
+
+
+# The same prompt arrives on every request of a deployment: validate each pair once.
+@functools.lru_cache(maxsize=1024)
+def _prompt_from_strings(name: str, version: str) -> tuple[PromptRef | None, Rejection | None]:
     if _prompt_name_problem(name):
         return None, Rejection.PROMPT_NAME_INVALID
     if not _VERSION.fullmatch(version) or int(version) > MAX_PROMPT_VERSION:
