@@ -30,9 +30,9 @@ BENCHMARKS = REPO / "benchmarks"
 OPENAI_LIKE_HEADERS = {
     "Accept": "application/json",
     "Accept-Encoding": "gzip, deflate",
-    "User-Agent": "OpenAI/Python 2.8.1",
+    "User-Agent": "OpenAI/Python 3.54.0",
     "X-Stainless-Lang": "python",
-    "X-Stainless-Package-Version": "2.8.1",
+    "X-Stainless-Package-Version": "3.54.0",
     "X-Stainless-OS": "Linux",
     "X-Stainless-Arch": "x64",
     "X-Stainless-Runtime": "CPython",

@@ -8,8 +8,8 @@ in alternating chunks, and the resident set size of each proxy process tree is r
 ``/proc/<pid>/status`` (VmRSS) after every chunk and once a second in between.
 
 Reported per proxy: RSS after warm-up, at the end and at its peak, and the growth per 10,000
-requests (least-squares slope over the samples, and over the second half alone, once caches
-and allocator pools have settled); then the bridged minus unbridged difference.
+requests (least-squares slope over all samples, from the first chunk on, and over the second
+half alone, once caches and allocator pools have settled); then bridged minus unbridged.
 
     OTEL_BRIDGE_PROXY_PYTHON=.venv-proxy/bin/python python benchmarks/proxy_memory.py
     ... --quick          # a few hundred requests: checks that it works, not the numbers
@@ -91,12 +91,14 @@ class Sampler:
 def growth(points: list[tuple[int, int]]) -> dict[str, float]:
     """Per-10k-request growth (KiB) of (requests served, RSS KiB) samples."""
     half = [p for p in points if p[0] >= points[-1][0] / 2]
+    settled = points[1:]  # from the first chunk on: the warm-up's last allocations are done
     return {
         "start_mib": points[0][1] / 1024,
         "end_mib": points[-1][1] / 1024,
         "growth_mib": (points[-1][1] - points[0][1]) / 1024,
         "slope_kib_per_10k": slope(points) * 10_000,
         "second_half_slope_kib_per_10k": slope(half) * 10_000,
+        "settled_slope_kib_per_10k": slope(settled) * 10_000,
     }
 
 
@@ -176,20 +178,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.requests} requests per proxy at concurrency {args.concurrency}, RSS per proxy:")
     print(
         f"  {'proxy':<10} {'after warm-up':>14} {'end':>9} {'peak':>9} {'growth':>9} "
-        f"{'KiB/10k req':>12} {'2nd half':>9} {'req/s':>7}"
+        f"{'KiB/10k req':>12} {'settled':>8} {'2nd half':>9} {'req/s':>7}"
     )
     for name, r in results.items():
         print(
             f"  {name:<10} {r['start_mib']:10.1f} MiB {r['end_mib']:5.1f} MiB "
             f"{r['peak_mib']:5.1f} MiB {r['growth_mib']:+5.1f} MiB {r['slope_kib_per_10k']:+12.0f} "
-            f"{r['second_half_slope_kib_per_10k']:+9.0f} {r['throughput_rps']:7.1f}"
+            f"{r['settled_slope_kib_per_10k']:+8.0f} {r['second_half_slope_kib_per_10k']:+9.0f} "
+            f"{r['throughput_rps']:7.1f}"
         )
     b, a = results[BRIDGED], results[BASE]
     diff = b["slope_kib_per_10k"] - a["slope_kib_per_10k"]
     diff_half = b["second_half_slope_kib_per_10k"] - a["second_half_slope_kib_per_10k"]
+    diff_settled = b["settled_slope_kib_per_10k"] - a["settled_slope_kib_per_10k"]
     print(
-        f"  bridged - unbridged: {diff:+.0f} KiB per 10k requests "
-        f"({diff_half:+.0f} over the second half), end RSS {b['end_mib'] - a['end_mib']:+.1f} MiB"
+        f"  bridged - unbridged: {diff:+.0f} KiB per 10k requests ({diff_settled:+.0f} from the "
+        f"first chunk on, {diff_half:+.0f} over the second half), "
+        f"end RSS {b['end_mib'] - a['end_mib']:+.1f} MiB"
     )
     print(
         ratio_line(
@@ -197,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             bridged_kib_per_10k=b["slope_kib_per_10k"],
             unbridged_kib_per_10k=a["slope_kib_per_10k"],
             diff_kib_per_10k=diff,
+            diff_settled_kib_per_10k=diff_settled,
             diff_second_half_kib_per_10k=diff_half,
             end_rss_ratio=b["end_mib"] / a["end_mib"],
             requests=args.requests,
