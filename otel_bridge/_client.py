@@ -29,7 +29,7 @@ from otel_bridge._context import (
     PromptRef,
     format_baggage,
     parse_baggage,
-    prompt_from_members,
+    prompt_from_baggage,
     prompt_members,
 )
 from otel_bridge._propagation import BaggagePropagator
@@ -82,14 +82,7 @@ def current_prompt(context: Context | None = None) -> PromptRef | None:
     explicit = otel_context.get_value(_PROMPT_CONTEXT_KEY, context)
     if isinstance(explicit, PromptRef):
         return explicit
-    entries = otel_baggage.get_all(context)
-    members = [
-        (key, value)
-        for key in (PROMPT_NAME_KEY, PROMPT_VERSION_KEY)
-        if isinstance(value := entries.get(key), str)
-    ]
-    prompt, _ = prompt_from_members(members)
-    return prompt
+    return prompt_from_baggage(otel_baggage.get_all(context))
 
 
 def _origin_of(url: object) -> Origin | None:

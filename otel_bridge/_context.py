@@ -277,6 +277,14 @@ def prompt_from_members(
     return _prompt_from_strings(name, version)
 
 
+def prompt_from_baggage(entries: Mapping[str, object]) -> PromptRef | None:
+    """The valid prompt link in OpenTelemetry baggage entries (``baggage.get_all()``), if any."""
+    name, version = entries.get(PROMPT_NAME_KEY), entries.get(PROMPT_VERSION_KEY)
+    if not isinstance(name, str) or not isinstance(version, str):
+        return None
+    return _prompt_from_strings(name, version)[0]
+
+
 # The same prompt arrives on every request of a deployment: validate each pair once.
 @functools.lru_cache(maxsize=1024)
 def _prompt_from_strings(name: str, version: str) -> tuple[PromptRef | None, Rejection | None]:

@@ -46,7 +46,10 @@ class BaggagePropagator(TextMapPropagator):
     ) -> Context:
         if context is None:
             context = otel_context.get_current()
-        members, _ = parse_baggage(getter.get(carrier, self._HEADER))
+        try:
+            members, _ = parse_baggage(getter.get(carrier, self._HEADER))
+        except Exception:  # a carrier the getter cannot read is no baggage, never an error
+            return context
         for key, value in members:
             if not key.startswith(self.refused_prefixes):
                 context = otel_baggage.set_baggage(key, value, context)

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from opentelemetry import baggage as otel_baggage
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Span, SpanProcessor
 
-from otel_bridge._context import BridgeContext, Rejection
+from otel_bridge._context import BridgeContext, Rejection, prompt_from_baggage
 from otel_bridge._propagation import BaggagePropagator
 
 _logger = logging.getLogger("otel_bridge.proxy")
@@ -166,24 +169,46 @@ current_request: ContextVar[BridgeContext | None] = ContextVar(
 
 
 class ProxySpanProcessor(SpanProcessor):
-    """Makes the gateway's OpenTelemetry spans read right in Langfuse.
+    """Makes the gateway's OpenTelemetry spans of a bridged request read right in Langfuse.
 
-    * Spans started for a bridged request carry the caller's prompt link
-      (``langfuse.observation.prompt.name``/``.version``), the way Langfuse's own
-      ``propagate_attributes`` stamps child spans; Langfuse applies it to generations only.
-    * Spans for which ``is_not_a_model_call`` holds at start are typed ``span`` explicitly,
-      so a model attribute stamped on them later does not make Langfuse count them as
+    * They carry the caller's prompt link (``langfuse.observation.prompt.name``/``.version``),
+      the way Langfuse's own ``propagate_attributes`` stamps child spans; Langfuse applies it
+      to generations only.
+    * Those for which ``is_not_a_model_call`` holds at start are typed ``span`` explicitly, so
+      a model attribute stamped on them later does not make Langfuse count them as
       generations.
+
+    A request without bridge context is left exactly as LiteLLM exports it. Some of a
+    request's spans start before the hook has read its headers (the server span, auth), so
+    a span also counts as bridged when it continues a caller's ``traceparent`` (its parent is
+    remote), when the request's baggage names a prompt, or when its parent was bridged.
     """
 
-    def __init__(self, is_not_a_model_call: Callable[[Span], bool] = lambda span: False):
+    def __init__(
+        self,
+        is_not_a_model_call: Callable[[Span], bool] = lambda span: False,
+        errors: RejectionLog | None = None,
+    ):
         self.is_not_a_model_call = is_not_a_model_call
+        self.errors = errors or RejectionLog()
+        # Weakly held: a finished request's spans go when LiteLLM and the exporter drop them.
+        self._bridged: weakref.WeakSet[Span] = weakref.WeakSet()
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        try:
+            self._on_start(span, parent_context)
+        except Exception:  # a span processor runs inside LiteLLM's request: never fail it
+            self.errors.record(("span_processor_error",))
+            _logger.debug("otel-bridge: span processor failed", exc_info=True)
+
+    def _on_start(self, span: Span, parent_context: Context | None) -> None:
+        request = current_request.get()
+        if request is None and not self._continues_bridged_request(span, parent_context):
+            return
+        self._bridged.add(span)
         attributes = span.attributes or {}
         if _OBSERVATION_TYPE not in attributes and self.is_not_a_model_call(span):
             span.set_attribute(_OBSERVATION_TYPE, "span")
-        request = current_request.get()
         if request is None or request.prompt is None or _PROMPT_NAME in attributes:
             return
         if request.parent is not None and span.context.trace_id != int(request.parent.trace_id, 16):
@@ -191,6 +216,14 @@ class ProxySpanProcessor(SpanProcessor):
         span.set_attributes(
             {_PROMPT_NAME: request.prompt.name, _PROMPT_VERSION: request.prompt.version}
         )
+
+    def _continues_bridged_request(self, span: Span, parent_context: Context | None) -> bool:
+        parent = span.parent
+        if parent is not None and parent.is_remote:
+            return True
+        if prompt_from_baggage(otel_baggage.get_all(parent_context)) is not None:
+            return True
+        return trace.get_current_span(parent_context) in self._bridged
 
 
 class ProxyBaggagePropagator(BaggagePropagator):

@@ -168,7 +168,8 @@ class _SpanProcessorInstaller:
     them, and hook calls look again at most once a second.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, errors: RejectionLog) -> None:
+        self._errors = errors
         self._lock = threading.Lock()
         self._installed: list[TracerProvider] = []
         self._next_scan = 0.0
@@ -182,17 +183,20 @@ class _SpanProcessorInstaller:
             with self._lock:
                 if any(provider is done for done in self._installed):
                     continue
-                provider.add_span_processor(ProxySpanProcessor(_not_a_model_call))
+                provider.add_span_processor(ProxySpanProcessor(_not_a_model_call, self._errors))
                 self._installed.append(provider)
             _logger.info("otel-bridge: span processor added to %s", type(provider).__name__)
 
-    def watch(self, seconds: float = 120.0, interval: float = 0.05) -> None:
+    def watch(self, seconds: float = 120.0, first: float = 0.05, longest: float = 1.0) -> None:
+        # LiteLLM sets its providers up within the proxy's first seconds: look often then,
+        # rarely after, so the watcher costs the serving proxy nothing measurable.
         def run() -> None:
-            deadline = time.monotonic() + seconds
+            deadline, interval = time.monotonic() + seconds, first
             while time.monotonic() < deadline:
                 self._next_scan = 0.0
                 self.scan()
                 time.sleep(interval)
+                interval = min(interval * 2, longest)
 
         threading.Thread(target=run, name="otel-bridge-install", daemon=True).start()
 
@@ -205,7 +209,7 @@ class LiteLLMBridge(CustomLogger):  # type: ignore[misc]
         self.enabled = not is_disabled()
         self.trust = trust or TrustPolicy.parse(os.environ.get(OTEL_BRIDGE_TRUSTED_CALLERS))
         self.rejections = RejectionLog()
-        self.span_processor = _SpanProcessorInstaller()
+        self.span_processor = _SpanProcessorInstaller(self.rejections)
 
     def start(self) -> None:
         """Process-wide setup: the gateway's baggage rules and the span processor."""

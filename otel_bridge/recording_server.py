@@ -888,7 +888,8 @@ class RecordingServer:
     # -- lifecycle
 
     def start(self) -> Self:
-        """Bind and serve in a daemon thread; returns ``self``."""
+        """Bind and serve in a daemon thread; returns ``self``. After :meth:`stop`, binds the
+        same port again (an outage with the port closed: connections are refused meanwhile)."""
         with self._lifecycle:
             if self._httpd is not None:
                 return self
@@ -904,6 +905,8 @@ class RecordingServer:
             )
             thread.start()
             self._httpd, self._thread = httpd, thread
+            # A server that went down comes back at the same address: clients keep their URL.
+            self._requested_port = int(httpd.server_address[1])
         return self
 
     def stop(self, timeout: float = 5.0) -> None:

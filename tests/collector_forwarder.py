@@ -16,12 +16,19 @@ Translation (collector -> rotel):
     exporters.otlphttp[/name].endpoint       --otlp-exporter-traces-endpoint <endpoint>/v1/traces
     exporters.otlphttp[/name].headers        --otlp-exporter-custom-headers k=v,k2=v2
     exporters.otlphttp[/name].compression    --otlp-exporter-compression
-    exporters.debug                          (none: it only logs)
+    exporters.debug                          --debug-log traces --debug-log-verbosity V
+                                             (detailed -> detailed; basic, normal -> basic)
+    exporters.nop                            (none: it discards)
     extensions.health_check                  (none: readiness is probed on the OTLP port)
 
 Anything else (a transform processor, another exporter, a metrics pipeline, an unknown key)
 raises :class:`UnsupportedConfig`: a forwarder that silently skipped part of the pipeline would
 test a different pipeline than the one shipped.
+
+The pipeline's exporter list is read after ``${env:...}`` expansion, as the collector reads
+it: the shipped config names its second exporter ``${env:OTEL_COLLECTOR_DEBUG_EXPORTER:-nop}``
+(the debug switch), so ``nop`` (the default) adds nothing and ``debug`` turns rotel's debug log
+on.
 """
 
 from __future__ import annotations
@@ -156,6 +163,8 @@ _MEMORY_LIMITER_KEYS = {
     "spike_limit_mib",
 }
 _DEBUG_KEYS = {"verbosity", "sampling_initial", "sampling_thereafter"}
+# The collector's debug verbosities -> rotel's (it has only basic and detailed).
+_DEBUG_VERBOSITY = {"basic": "basic", "normal": "basic", "detailed": "detailed"}
 _OTLPHTTP_KEYS = {"endpoint", "traces_endpoint", "headers", "encoding", "compression"}
 
 
@@ -189,6 +198,8 @@ class ForwarderPlan:
     batch_max_size: int | None
     batch_timeout: str | None
     ignored: tuple[str, ...] = field(default=())
+    # rotel's --debug-log-verbosity when the pipeline has a debug exporter, else None.
+    debug_verbosity: str | None = None
 
     def rotel_args(
         self, *, http_bind: str, grpc_bind: str, workdir: Path, batch_timeout: str | None = None
@@ -226,6 +237,8 @@ class ForwarderPlan:
         timeout = batch_timeout or self.batch_timeout
         if timeout is not None:
             args += ["--traces-batch-timeout", timeout]
+        if self.debug_verbosity is not None:
+            args += ["--debug-log", "traces", "--debug-log-verbosity", self.debug_verbosity]
         return args
 
 
@@ -309,12 +322,29 @@ def translate(config: Mapping[str, Any]) -> ForwarderPlan:
             )
 
     forwarding: list[tuple[str, Mapping[str, Any]]] = []
-    for name in pipeline.get("exporters") or []:
+    debug_verbosity: str | None = None
+    exporters = list(pipeline.get("exporters") or [])
+    for name in exporters:
+        if not isinstance(name, str) or not name:
+            raise UnsupportedConfig(f"{pipeline_name}: exporter id {name!r} (is its variable set?)")
+    if len(set(exporters)) != len(exporters):
+        # The collector refuses a pipeline that lists an exporter twice.
+        raise UnsupportedConfig(f"{pipeline_name} lists an exporter twice: {exporters}")
+    for name in exporters:
         node = component("exporters", name)
         kind = _type(name)
-        if kind == "debug":
-            _only_keys(f"exporters.{name}", node, _DEBUG_KEYS)
+        if kind == "nop":
+            if node not in (None, {}):
+                raise UnsupportedConfig(f"exporters.{name}: nop takes no settings, got {node!r}")
             ignored.append(f"exporters.{name}")
+        elif kind == "debug":
+            debug = _only_keys(f"exporters.{name}", node, _DEBUG_KEYS)
+            verbosity = str(debug.get("verbosity") or "basic")
+            if verbosity not in _DEBUG_VERBOSITY:
+                raise UnsupportedConfig(f"exporters.{name}.verbosity {verbosity!r}")
+            if debug_verbosity is not None:
+                raise UnsupportedConfig("more than one debug exporter is not translated")
+            debug_verbosity = _DEBUG_VERBOSITY[verbosity]
         elif kind == "otlphttp":
             forwarding.append(
                 (
@@ -357,6 +387,7 @@ def translate(config: Mapping[str, Any]) -> ForwarderPlan:
         batch_max_size=batch_max_size,
         batch_timeout=batch_timeout,
         ignored=tuple(ignored),
+        debug_verbosity=debug_verbosity,
     )
 
 

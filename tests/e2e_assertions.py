@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from collections.abc import Mapping
 from typing import Any
+
+import httpx
+from harness import MASTER_KEY, MODEL, ProxyProcess, client_env, run_scenario
 
 from otel_bridge.recording_server import RecordedSpan, RecordingServer, observation_type
 
@@ -74,3 +80,129 @@ def assert_unified(
         assert len(client_gens) == 1
         assert (client_gens[0]["promptName"], client_gens[0]["promptVersion"]) == prompt
     return generation
+
+
+def raw_call(proxy: ProxyProcess, **extra: Any) -> None:
+    response = httpx.post(
+        f"{proxy.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {MASTER_KEY}", **extra.pop("headers", {})},
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], **extra},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+
+
+# Values that differ between two identical calls through the same proxy (ids, clocks, latency).
+# The two proxies differ only in their port, which LiteLLM logs in the request's Host header
+# and FastAPI's server span in server.port.
+def _stable(span: Any, volatile: set[str], depth: int) -> tuple[Any, ...]:
+    attributes = {
+        k: "PORT" if k == "server.port" else v
+        for k, v in span.attributes.items()
+        if k not in volatile
+    }
+    text = re.sub(
+        r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", json.dumps(attributes, sort_keys=True, default=str)
+    )
+    return (span.name, span.scope_name, span.kind, observation_type(span), depth, text)
+
+
+def _request_trace(recorder: RecordingServer) -> list[Any]:
+    """Every span the proxy exported for the one request just made, once they stop arriving."""
+    (call,) = llm_call_spans(recorder, 1)
+    spans, quiet_since = recorder.spans_for_trace(call.trace_id), time.monotonic()
+    while time.monotonic() - quiet_since < 1.5:
+        time.sleep(0.1)
+        now = recorder.spans_for_trace(call.trace_id)
+        if len(now) != len(spans):
+            spans, quiet_since = now, time.monotonic()
+    return spans
+
+
+def _shape(spans: list[Any], volatile: set[str]) -> list[tuple[Any, ...]]:
+    by_id = {s.span_id: s for s in spans}
+
+    def depth(span: Any) -> int:
+        return 0 if span.parent_span_id not in by_id else 1 + depth(by_id[span.parent_span_id])
+
+    return sorted(_stable(s, volatile, depth(s)) for s in spans)
+
+
+def _volatile_keys(first: list[Any], second: list[Any]) -> set[str]:
+    """Attribute keys whose values differ between two identical requests' spans of one name."""
+    volatile: set[str] = set()
+    for a in first:
+        for b in (b for b in second if b.name == a.name):
+            keys = set(a.attributes) | set(b.attributes)
+            volatile |= {k for k in keys if a.attributes.get(k) != b.attributes.get(k)}
+    return volatile
+
+
+OTLP_SPAN_KIND_CLIENT = 3
+
+
+def llm_call_spans(recorder: RecordingServer, count: int) -> list[Any]:
+    """The proxy's model-call spans, one per call: generations from LiteLLM's own tracer or the
+    Langfuse SDK. Without the bridge, V2 also exports FastAPI spans and its INTERNAL ``route``
+    span with a model attribute, which Langfuse would type as generations too; of those, the
+    model call is the CLIENT span."""
+
+    def calls(spans: list[Any]) -> list[Any]:
+        found = [
+            s
+            for s in spans
+            if is_proxy_span(s)
+            and s.scope_name in ("litellm", "langfuse-sdk")
+            and observation_type(s) == "GENERATION"
+        ]
+        per_trace: dict[str, list[Any]] = {}
+        for span in found:
+            per_trace.setdefault(span.trace_id, []).append(span)
+        return [
+            span
+            for group in per_trace.values()
+            for span in (
+                [s for s in group if s.kind == OTLP_SPAN_KIND_CLIENT] or group
+                if len(group) > 1
+                else group
+            )
+        ]
+
+    return calls(recorder.wait_for_spans(lambda spans: len(calls(spans)) >= count, timeout=30))
+
+
+def assert_logged_as_without_the_bridge(
+    recorder: RecordingServer, proxy: ProxyProcess, plain_proxy: ProxyProcess
+) -> None:
+    """Issue point 5: a request with no bridge context, through the bridged proxy and the same
+    proxy without the bridge, exports the same spans: names, scopes, kinds, the type Langfuse
+    infers, the tree, and every attribute that two identical unbridged requests agree on."""
+    traces = []
+    for target in (plain_proxy, plain_proxy, proxy):
+        recorder.clear()
+        raw_call(target)
+        traces.append(_request_trace(recorder))
+    plain_a, plain_b, bridged = traces
+    assert bridged and all(is_proxy_span(s) for s in bridged)
+    volatile = _volatile_keys(plain_a, plain_b)
+    assert _shape(bridged, volatile) == _shape(plain_a, volatile)
+    assert not any(PROMPT_NAME in s.attributes for s in bridged)
+
+
+def run_with_extra_body(
+    recorder: RecordingServer, target: ProxyProcess, extra_body: Mapping[str, Any]
+) -> tuple[dict[str, Any], RecordedSpan, dict[str, dict[str, Any]]]:
+    """The scenario once through ``target`` with caller metadata (``{trace_id}``/``{span_id}``
+    name the caller's own ids): its run record, the proxy's model-call span, and that span's
+    trace in the read API's shape, by observation id."""
+    recorder.clear()
+    env = client_env(
+        recorder.url,
+        target.url,
+        SCENARIO_PATH="use_prompt",
+        SCENARIO_EXTRA_BODY=json.dumps(extra_body),
+    )
+    (run,) = run_scenario(env)
+    (generation,) = llm_call_spans(recorder, 1)
+    observations = {o["id"]: o for o in recorder.trace(generation.trace_id)["observations"]}
+    return run, generation, observations

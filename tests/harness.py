@@ -23,6 +23,9 @@ __all__ = ["MASTER_KEY", "ProxyProcess", "free_port", "mock_config", "start_prox
 REPO = Path(__file__).resolve().parent.parent
 SCENARIO = Path(__file__).resolve().parent / "apps" / "scenario.py"
 MODEL = "llama3.2:1b"
+# How tests/apps/scenario.py puts the prompt into the context, and how it calls the gateway.
+PATHS = ["langfuse_openai", "propagate_attributes", "use_prompt"]
+CALLS = ["sync", "async", "stream", "astream"]
 
 
 def proxy_python() -> Path:

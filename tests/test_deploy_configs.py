@@ -1,9 +1,11 @@
 """Consistency checks for the deployment files (nothing is started; no Docker engine needed).
 
-Covers docker-compose.yml, .env.example, collector/otelcol-config.yaml + collector/README.md and
-examples/litellm/*.yaml. Each check is a function returning a list of problems, so the same
-function is run on the real files (expect none) and on deliberately broken copies (expect some):
-a check that cannot fail would prove nothing.
+Covers docker-compose.yml, .env.example, .dockerignore, docker/*/Dockerfile,
+collector/otelcol-config.yaml + collector/README.md and examples/litellm/*.yaml. Each check is
+a function returning a list of problems, so the same function is run on the real files (expect
+none) and on deliberately broken copies (expect some): a check that cannot fail would prove
+nothing. The collector config is checked after ${env:...} expansion, as the collector reads
+it (tests/collector_forwarder.py expands like confmap), for both settings of its debug switch.
 """
 
 from __future__ import annotations
@@ -18,18 +20,39 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from collector_forwarder import expand_env
 
-yaml = pytest.importorskip("yaml")
+from otel_bridge._config import Origin, parse_gateways
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
+DOCKERIGNORE = ROOT / ".dockerignore"
+# service -> (its Dockerfile, the otel-bridge extra it installs, its constraints file)
+DOCKERFILES = {
+    "litellm": (ROOT / "docker" / "litellm" / "Dockerfile", "proxy", "constraints/proxy.txt"),
+    "app": (ROOT / "docker" / "app" / "Dockerfile", "client", "constraints/client.txt"),
+}
 COLLECTOR_CONFIG = ROOT / "collector" / "otelcol-config.yaml"
 COLLECTOR_README = ROOT / "collector" / "README.md"
+CONFIGURATION_DOC = ROOT / "docs" / "configuration.md"
+SCALING_DOC = ROOT / "docs" / "scaling.md"
 EXAMPLES_DIR = ROOT / "examples" / "litellm"
 EXAMPLES = {name: EXAMPLES_DIR / f"{name}.yaml" for name in ("langfuse", "langfuse_otel", "otel")}
 BRIDGE_CALLBACK = "otel_bridge.litellm.bridge"
 OLLAMA_MODEL = "ollama/llama3.2:1b"
+# The collector's debug switch: the variable naming the traces pipeline's second exporter.
+DEBUG_SWITCH = "OTEL_COLLECTOR_DEBUG_EXPORTER"
+
+# The services that run once and exit (restart "no"); every other service is long-running and
+# must declare a restart policy and a health check. Decided by what the service is, not by the
+# absence of a `restart:` key.
+ONE_SHOT_SERVICES = {
+    "ollama-pull": "pulls the demo model into the shared volume",
+    "app": "runs the demo scenario once",
+}
+LONG_RUNNING_RESTART = re.compile(r"always|unless-stopped|on-failure(:\d+)?")
 
 
 # Component type ids (the part of a component name before "/") of the OpenTelemetry Collector
@@ -181,8 +204,66 @@ def services(compose: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def is_one_shot(service: Mapping[str, Any]) -> bool:
-    """A service that runs once and exits (restart "no"); no health check expected."""
-    return str(service.get("restart", "no")) == "no"
+    """A service that runs once and exits: it says so with an explicit `restart: "no"`.
+
+    A service without `restart:` is long-running (compose's default policy is "no", but a
+    forgotten key must not exempt a server from its health check); check_restart_policies
+    makes sure the explicit "no" is only on the known one-shot services.
+    """
+    return service.get("restart") == "no"
+
+
+def env_example_values(text: str) -> dict[str, str]:
+    """`NAME=value` assignments of a dotenv file (unquoted values, as .env.example writes them)."""
+    values = {}
+    for line in text.splitlines():
+        match = re.match(rf"\s*(?:export\s+)?({_NAME})\s*=(.*)$", line)
+        if match:
+            values[match.group(1)] = match.group(2).strip()
+    return values
+
+
+def compose_defaults(text: str) -> dict[str, set[str]]:
+    """name -> the literal defaults docker-compose.yml gives it (`${NAME:-default}`)."""
+    found: dict[str, set[str]] = {}
+    for name, default in re.findall(rf"\$\{{({_NAME}):?-([^${{}}]*)\}}", text.replace("$$", "")):
+        found.setdefault(name, set()).add(default)
+    return found
+
+
+def compose_required(text: str) -> set[str]:
+    """Names docker-compose.yml refuses to start without (`${NAME:?message}`)."""
+    return set(re.findall(rf"\$\{{({_NAME}):?\?", text.replace("$$", "")))
+
+
+def environment(service: Mapping[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def argv(service: Mapping[str, Any]) -> list[str]:
+    """entrypoint + command of a service, as lists (shell-form strings split on blanks)."""
+    words: list[str] = []
+    for key in ("entrypoint", "command"):
+        value = service.get(key)
+        if isinstance(value, str):
+            words += value.split()
+        elif isinstance(value, list):
+            words += [str(v) for v in value]
+    return words
+
+
+def container_ports(service: Mapping[str, Any]) -> set[int]:
+    """The container-side ports a service publishes."""
+    ports = set()
+    for port in service.get("ports") or []:
+        if isinstance(port, Mapping):
+            ports.add(int(port["target"]))
+        else:
+            ports.add(int(interpolate(str(port)).split("/", 1)[0].rsplit(":", 1)[-1]))
+    return ports
 
 
 def probes(compose: Mapping[str, Any]) -> dict[str, str]:
@@ -199,10 +280,7 @@ def probes(compose: Mapping[str, Any]) -> dict[str, str]:
 
 
 def litellm_environment(compose: Mapping[str, Any]) -> dict[str, str]:
-    env = services(compose).get("litellm", {}).get("environment") or {}
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {str(k): str(v) for k, v in env.items()}
+    return environment(services(compose).get("litellm", {}))
 
 
 def bind_mounts(service: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
@@ -311,7 +389,12 @@ def check_healthchecks(compose: Mapping[str, Any]) -> list[str]:
 
 
 def check_image_pins(compose: Mapping[str, Any]) -> list[str]:
-    """Pulled images carry an explicit tag other than latest, or a digest."""
+    """Pulled images carry a version tag (with a digit: not latest, stable, ...) or a digest.
+
+    A digest alone is accepted for images whose publisher has no version tags (Chainguard's
+    free MinIO). A moving tag is refused even next to a digest (`:latest@sha256:...`): the
+    digest wins, so the tag only misleads.
+    """
     problems = []
     for name, service in services(compose).items():
         if "build" in service:
@@ -321,16 +404,17 @@ def check_image_pins(compose: Mapping[str, Any]) -> list[str]:
             problems.append(f"{name}: no image")
             continue
         reference, _, digest = image.partition("@")
-        if digest:
-            if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
-                problems.append(f"{name}: malformed digest in {image}")
-            continue
+        if digest and not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            problems.append(f"{name}: malformed digest in {image}")
         last = reference.rsplit("/", 1)[-1]
         tag = last.partition(":")[2]
-        if not tag:
-            problems.append(f"{name}: image {image} has no tag")
-        elif tag == "latest" or "$" in tag:
-            problems.append(f"{name}: image {image} is not pinned")
+        if "$" in image:
+            problems.append(f"{name}: image {image} is chosen by a variable")
+        elif not tag:
+            if not digest:
+                problems.append(f"{name}: image {image} has neither a tag nor a digest")
+        elif not re.search(r"\d", tag):
+            problems.append(f"{name}: image {image} has the moving tag {tag!r}")
     return problems
 
 
@@ -343,6 +427,230 @@ def check_litellm_uses_example(compose: Mapping[str, Any], root: Path) -> list[s
     if not any(path in examples for path in mounted):
         return [f"litellm mounts none of the examples: {mounted}"]
     return []
+
+
+def check_restart_policies(compose: Mapping[str, Any]) -> list[str]:
+    """Every service declares its restart policy; "no" exactly on the known one-shot services."""
+    problems = []
+    all_services = services(compose)
+    for name, service in all_services.items():
+        restart = service.get("restart")
+        if restart is None:
+            problems.append(f'{name}: no restart policy (say `restart: "no"` for a one-shot)')
+        elif restart == "no":
+            if name not in ONE_SHOT_SERVICES:
+                problems.append(f'{name}: restart "no", but it is not a known one-shot service')
+        elif name in ONE_SHOT_SERVICES:
+            problems.append(f"{name}: one-shot ({ONE_SHOT_SERVICES[name]}) but restart {restart!r}")
+        elif not isinstance(restart, str) or not LONG_RUNNING_RESTART.fullmatch(restart):
+            problems.append(f"{name}: restart {restart!r} is not a compose restart policy")
+    for name in ONE_SHOT_SERVICES:
+        if name not in all_services:
+            problems.append(f"one-shot service {name} is missing")
+    return problems
+
+
+def check_depends_conditions(compose: Mapping[str, Any]) -> list[str]:
+    """A dependency waits for what its target offers: completion, health, or at least start."""
+    all_services = services(compose)
+    problems = []
+    for name, service in all_services.items():
+        depends = service.get("depends_on") or {}
+        if isinstance(depends, list):
+            problems.append(f"{name}: depends_on as a list waits for nothing; give conditions")
+            continue
+        for dependency, spec in depends.items():
+            target = all_services.get(dependency, {})
+            condition = (spec or {}).get("condition")
+            if is_one_shot(target):
+                expected = "service_completed_successfully"
+            elif (target.get("healthcheck") or {}).get("test"):
+                expected = "service_healthy"
+            else:
+                expected = "service_started"
+            if condition != expected:
+                problems.append(f"{name} -> {dependency}: condition {condition!r}, not {expected}")
+    return problems
+
+
+def check_no_literal_secrets(compose: Mapping[str, Any]) -> list[str]:
+    """Secret-looking settings come from the environment (.env), never a literal in the file."""
+    problems = []
+    for name, service in services(compose).items():
+        for key, value in environment(service).items():
+            if SECRET_NAME.search(key) and "KEY_ID" not in key and "${" not in value:
+                problems.append(f"{name}.{key} is a literal")
+    return problems
+
+
+SECRET_NAME = re.compile(r"(SECRET|PASSWORD|_KEY$|^SALT$|AUTH$|MASTER_KEY)")
+# What a real credential looks like: Langfuse keys, a LiteLLM key, long hex or base64.
+REAL_LOOKING_SECRET = re.compile(
+    r"(pk|sk)-lf-[0-9A-Za-z-]{6,}|sk-[0-9A-Za-z]{16,}|[0-9a-fA-F]{32,}"
+    # base64 of 18+ bytes: a long run that mixes digits, upper and lower case
+    r"|(?=[A-Za-z0-9+/]*[0-9])(?=[A-Za-z0-9+/]*[A-Z])(?=[A-Za-z0-9+/]*[a-z])[A-Za-z0-9+/]{24,}"
+)
+
+
+def check_env_example_secrets(env_text: str, compose_text: str) -> list[str]:
+    """.env.example commits no secret: required ones are empty, others are compose's defaults.
+
+    A secret docker-compose.yml requires (`${NAME:?...}`) must be empty in .env.example. An
+    optional one (the Langfuse stores' passwords) may only repeat the public development
+    default docker-compose.yml already falls back to (Langfuse's own CHANGEME values), so
+    copying .env.example reveals nothing the compose file does not.
+    """
+    values = env_example_values(env_text)
+    required = compose_required(compose_text)
+    defaults = compose_defaults(compose_text)
+    problems = []
+    for name, value in values.items():
+        if REAL_LOOKING_SECRET.search(value):
+            problems.append(f".env.example: {name} looks like a real credential")
+        if not SECRET_NAME.search(name) or "KEY_ID" in name or value == "":
+            continue
+        if name in required:
+            problems.append(f".env.example: {name} is required by compose and must be left empty")
+        elif value not in defaults.get(name, set()):
+            problems.append(
+                f".env.example: {name}={value!r} is neither empty nor docker-compose.yml's "
+                f"public default {sorted(defaults.get(name, set()))}"
+            )
+    return problems
+
+
+def example_ollama_models(examples: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """The Ollama models the example configs route to (`ollama/<model>` -> `<model>`)."""
+    return {
+        str(entry["litellm_params"]["model"]).removeprefix("ollama/")
+        for config in examples.values()
+        for entry in config.get("model_list") or []
+        if str((entry.get("litellm_params") or {}).get("model", "")).startswith("ollama/")
+    }
+
+
+def check_ollama_pull(
+    compose: Mapping[str, Any], examples: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """A one-shot service pulls every model the examples use, from the ollama server, first."""
+    all_services = services(compose)
+    pulls = {
+        name: words[2]
+        for name, service in all_services.items()
+        if len(words := argv(service)) == 3
+        and Path(words[0]).name == "ollama"
+        and words[1] == "pull"
+    }
+    problems = []
+    missing = example_ollama_models(examples) - set(pulls.values())
+    if missing:
+        problems.append(f"no service pulls {sorted(missing)} (pulled: {pulls})")
+    servers = {
+        name
+        for name, service in all_services.items()
+        if "ollama/ollama" in str(service.get("image", "")) and name not in pulls
+    }
+    # The services that call Ollama (the proxy, through os.environ/OLLAMA_BASE_URL).
+    dependents = {
+        name: service.get("depends_on") or {}
+        for name, service in all_services.items()
+        if "OLLAMA_BASE_URL" in environment(service)
+    }
+    if not dependents:
+        problems.append("no service is given OLLAMA_BASE_URL")
+    for name in pulls:
+        service = all_services[name]
+        if not is_one_shot(service):
+            problems.append(f'{name}: a model pull must be one-shot (restart "no")')
+        host = interpolate(environment(service).get("OLLAMA_HOST", ""))
+        match = re.match(r"https?://([^:/]+):(\d+)", host)
+        if not match or match.group(1) not in servers:
+            problems.append(f"{name}: OLLAMA_HOST {host!r} is not one of the servers {servers}")
+        elif int(match.group(2)) not in set().union(
+            *(container_ports(all_services[s]) for s in servers)
+        ):
+            problems.append(f"{name}: OLLAMA_HOST port {match.group(2)} is not ollama's")
+        for dependent, depends in dependents.items():
+            if (depends.get(name) or {}).get("condition") != "service_completed_successfully":
+                problems.append(f"{dependent} does not wait for {name} to complete")
+    return problems
+
+
+def check_app_model(
+    compose: Mapping[str, Any], examples: Mapping[str, Mapping[str, Any]], env: Mapping[str, str]
+) -> list[str]:
+    """The model the app asks for is a model_name of every example config."""
+    model = interpolate(environment(services(compose)["app"]).get("LITELLM_MODEL", ""), env)
+    return [
+        f"app asks for {model!r}; examples/litellm/{name}.yaml serves {served}"
+        for name, config in examples.items()
+        if model not in (served := [e.get("model_name") for e in config.get("model_list") or []])
+    ]
+
+
+def check_app_gateway(compose: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:
+    """The app's LITELLM_BASE_URL is one of its OTEL_BRIDGE_GATEWAYS, and is the litellm service.
+
+    Parsed with the bridge's own rules (otel_bridge._config), so a URL the bridge would not
+    treat as a gateway (another port, scheme or host) fails here as it would fail at run time:
+    the requests would carry no prompt link.
+    """
+    all_services = services(compose)
+    app_env = environment(all_services["app"])
+    base_url = interpolate(app_env.get("LITELLM_BASE_URL", ""), env)
+    gateways_value = interpolate(app_env.get("OTEL_BRIDGE_GATEWAYS", ""), env)
+    try:
+        origin = Origin.parse(base_url)
+        gateways = parse_gateways(gateways_value)
+    except ValueError as error:
+        return [f"app: {error}"]
+    problems = []
+    if origin not in gateways:
+        problems.append(
+            f"app: LITELLM_BASE_URL {base_url!r} ({origin}) is not in OTEL_BRIDGE_GATEWAYS "
+            f"{gateways_value!r}"
+        )
+    proxy = all_services.get(origin.host)
+    if proxy is None or "build" not in proxy or "litellm" not in str(proxy["build"]):
+        problems.append(f"app: LITELLM_BASE_URL host {origin.host!r} is not the litellm service")
+    elif origin.port not in container_ports(proxy):
+        problems.append(
+            f"app: LITELLM_BASE_URL port {origin.port} is not litellm's {container_ports(proxy)}"
+        )
+    return problems
+
+
+def documented_max_replicas(env_text: str, scaling_text: str) -> list[int]:
+    """The largest LITELLM_REPLICAS each document allows (.env.example, docs/scaling.md)."""
+    found = re.findall(r"Number of proxy replicas \(\d+-(\d+)", env_text)
+    found += re.findall(r"`LITELLM_REPLICAS` accepts \d+ to (\d+)", scaling_text)
+    return [int(n) for n in found]
+
+
+def check_litellm_scaling(
+    compose: Mapping[str, Any], env: Mapping[str, str], max_replicas: list[int]
+) -> list[str]:
+    """litellm scales to the documented maximum: a host port for each replica, no fixed name."""
+    litellm = services(compose)["litellm"]
+    problems = []
+    if len(max_replicas) != 2 or len(set(max_replicas)) != 1:
+        return [f"the documented maximum of LITELLM_REPLICAS differs or is missing: {max_replicas}"]
+    most = max_replicas[0]
+    if "container_name" in litellm:
+        problems.append("litellm: container_name prevents scaling")
+    replicas = interpolate(str((litellm.get("deploy") or {}).get("replicas", "")), env)
+    if not replicas.isdigit() or not 1 <= int(replicas) <= most:
+        problems.append(f"litellm: deploy.replicas {replicas!r} is not within 1..{most}")
+    for port in litellm.get("ports") or []:
+        host_ports = [number for _ip, number in _published(port)]
+        if len(host_ports) < most:
+            problems.append(
+                f"litellm: port {port!r} publishes {len(host_ports)} host port(s), but up to "
+                f"{most} replicas are documented (one host port each)"
+            )
+    if not litellm.get("ports"):
+        problems.append("litellm publishes no port")
+    return problems
 
 
 # ─── collector checks ────────────────────────────────────────────────────────────────────────
@@ -424,12 +732,77 @@ def check_otlphttp_from_env(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def check_collector_env_documented(config: Mapping[str, Any], readme_text: str) -> list[str]:
-    names = collector_env_names(config)
+def markdown_table_names(text: str) -> set[str]:
+    """Names in the first column of markdown table rows: | `NAME` | ... or | `A`, `B` | ..."""
+    names = set()
+    for line in text.splitlines():
+        match = re.match(r"\|([^|]*)\|", line.strip())
+        if match:
+            names |= set(re.findall(rf"`({_NAME})`", match.group(1)))
+    return names
+
+
+def check_collector_env_documented(
+    config: Mapping[str, Any], readme_text: str, where: str = "collector/README.md"
+) -> list[str]:
+    """Every ${env:NAME} has its own row in a variables table (not just a mention)."""
+    documented = markdown_table_names(readme_text)
     return [
-        f"${{env:{name}}} is not documented in collector/README.md"
-        for name in sorted(names)
-        if not re.search(rf"`{name}`", readme_text)
+        f"${{env:{name}}} has no row in the variable table of {where}"
+        for name in sorted(collector_env_names(config))
+        if name not in documented
+    ]
+
+
+def pipeline_exporters(config: Mapping[str, Any]) -> dict[str, list[Any]]:
+    pipelines = (config.get("service") or {}).get("pipelines") or {}
+    return {
+        str(name): list((spec or {}).get("exporters") or []) for name, spec in pipelines.items()
+    }
+
+
+def check_debug_switch(config: Mapping[str, Any]) -> list[str]:
+    """The debug exporter runs only when DEBUG_SWITCH says so; off when it is unset.
+
+    Read after ${env:...} expansion, as the collector reads it (tests/collector_forwarder.py
+    expands like confmap): unset -> no debug exporter in any pipeline, `debug` -> in each one
+    that exports to Langfuse, and both expansions reference only defined components.
+    """
+    problems = []
+    for pipeline, exporters in pipeline_exporters(config).items():
+        literal = [e for e in exporters if isinstance(e, str) and "${" not in e]
+        if any(e.split("/", 1)[0] == "debug" for e in literal):
+            problems.append(f"pipeline {pipeline}: debug is listed unconditionally: {exporters}")
+    settings = {"unset": {}, "nop": {DEBUG_SWITCH: "nop"}, "debug": {DEBUG_SWITCH: "debug"}}
+    for label, env in settings.items():
+        expanded = expand_env(config, env)
+        problems += [f"{DEBUG_SWITCH} {label}: {p}" for p in check_collector_pipelines(expanded)]
+        for pipeline, exporters in pipeline_exporters(expanded).items():
+            kinds = [str(e).split("/", 1)[0] for e in exporters]
+            if "otlphttp" not in kinds:
+                problems.append(f"{DEBUG_SWITCH} {label}: {pipeline} no longer exports: {kinds}")
+            if ("debug" in kinds) != (label == "debug"):
+                problems.append(f"{DEBUG_SWITCH} {label}: {pipeline} exporters are {exporters}")
+    return problems
+
+
+# Processors that would rewrite spans: the bridge needs none (see collector/README.md, "Why
+# there is no transform processor"); the pipeline only protects memory and batches.
+PIPELINE_PROCESSOR_TYPES = {"memory_limiter", "batch"}
+
+
+def check_only_limit_and_batch(config: Mapping[str, Any]) -> list[str]:
+    """No processor besides memory_limiter and batch is defined or used: spans pass unchanged."""
+    defined = [str(name) for name in config.get("processors") or {}]
+    used = [
+        str(name)
+        for spec in ((config.get("service") or {}).get("pipelines") or {}).values()
+        for name in (spec or {}).get("processors") or []
+    ]
+    return [
+        f"processor {name} would change the spans the bridge prepared"
+        for name in sorted(set(defined) | set(used))
+        if name.split("/", 1)[0] not in PIPELINE_PROCESSOR_TYPES
     ]
 
 
@@ -468,6 +841,166 @@ def check_otel_example_targets_collector(
         )
     if path not in ("", "/", "/v1/traces"):
         problems.append(f"otel.yaml endpoint path {path!r} is not /v1/traces")
+    return problems
+
+
+# ─── Dockerfile and .dockerignore checks ─────────────────────────────────────────────────────
+def dockerfile_stages(text: str) -> list[list[tuple[str, str]]]:
+    """Instructions (KEYWORD, arguments) per build stage; continuations joined, comments gone."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#") or (not line and not pending):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        keyword, _, args = line.partition(" ")
+        instructions.append((keyword.upper(), args.strip()))
+    stages: list[list[tuple[str, str]]] = []
+    for keyword, args in instructions:
+        if keyword == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((keyword, args))
+    return stages
+
+
+# A patch-pinned Python base: python:<major>.<minor>.<patch>[-variant...] (optionally a digest).
+PINNED_PYTHON = re.compile(
+    r"(docker\.io/)?(library/)?python:3\.\d+\.\d+(-[a-z0-9]+)*(@sha256:[0-9a-f]{64})?"
+)
+
+
+def check_dockerfile(text: str, extra: str, constraints: str, root: Path = ROOT) -> list[str]:
+    """Patch-pinned base images; the last stage installs `[extra]` under `-c <constraints>`."""
+    stages = dockerfile_stages(text)
+    if not stages:
+        return ["no FROM"]
+    problems = []
+    for stage in stages:
+        image = stage[0][1].split()[0]
+        if not PINNED_PYTHON.fullmatch(image):
+            problems.append(f"FROM {image}: not a patch-pinned python image")
+    bases = {stage[0][1].split()[0] for stage in stages}
+    if len(bases) != 1:
+        problems.append(f"build and runtime stages use different bases: {sorted(bases)}")
+    final = stages[-1]
+    copied = {}  # destination -> source, for plain `COPY <src> <dest>` from the context
+    for keyword, args in final:
+        words = args.split()
+        if keyword == "COPY" and len(words) == 2 and not words[0].startswith("--"):
+            copied[words[1]] = words[0]
+    if not (root / constraints).is_file():
+        problems.append(f"{constraints} does not exist")
+    installs = [args for keyword, args in final if keyword == "RUN" and "pip install" in args]
+    if not installs:
+        problems.append("the runtime stage runs no pip install")
+    for args in installs:
+        if f"[{extra}]" not in args:
+            problems.append(f"pip install without the [{extra}] extra: {args}")
+        targets = re.findall(r"(?:-c|--constraint)[ =](\S+)", args)
+        if not targets:
+            problems.append(f"pip install without -c {constraints}: {args}")
+        for target in targets:
+            if copied.get(target) != constraints:
+                problems.append(
+                    f"-c {target} is not {constraints} (copied: {copied.get(target)!r})"
+                )
+    return problems
+
+
+def dockerfile_command(text: str) -> list[str]:
+    """The final stage's ENTRYPOINT + CMD (exec form) as one argv."""
+    final = dockerfile_stages(text)[-1]
+    words: list[str] = []
+    for keyword in ("ENTRYPOINT", "CMD"):
+        args = [a for k, a in final if k == keyword]
+        if args:
+            words += yaml.safe_load(args[-1])
+    return words
+
+
+def dockerignore_excludes(patterns_text: str, path: str) -> bool:
+    """Whether .dockerignore keeps `path` out of the build context (Docker's matching rules).
+
+    Each pattern is matched against the path and each of its parent directories (an excluded
+    directory takes its contents along); `*` stays within one path segment, `**` spans any
+    number; a `!pattern` re-includes; the last matching line wins.
+    """
+    excluded = False
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for raw in patterns_text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line[1:].strip() if negate else line
+        pattern = pattern.strip("/")
+        regex = ""
+        i = 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                regex += "(.*/)?"
+                i += 3
+            elif pattern.startswith("**", i):
+                regex += ".*"
+                i += 2
+            elif pattern[i] == "*":
+                regex += "[^/]*"
+                i += 1
+            elif pattern[i] == "?":
+                regex += "[^/]"
+                i += 1
+            else:
+                regex += re.escape(pattern[i])
+                i += 1
+        if any(re.fullmatch(regex, prefix) for prefix in prefixes):
+            excluded = not negate
+    return excluded
+
+
+# Paths that must never reach an image, and paths the Dockerfiles need.
+CONTEXT_EXCLUDED = [
+    ".env",
+    ".venv/bin/python",
+    ".venv-proxy/bin/python",
+    ".venv-phoenix/lib/python3.11/site-packages/x.py",
+    ".git/HEAD",
+    "otel_bridge/__pycache__/_config.cpython-311.pyc",
+    ".pytest_cache/v/cache/lastfailed",
+    ".mypy_cache/3.11/x.json",
+    ".ruff_cache/x",
+    ".hypothesis/examples/x",
+    ".benchmarks/Linux-CPython-3.11-64bit/0001.json",
+    ".client.install.log",  # ./dev writes .<tier>.install.log
+    ".proxy.install.log",
+]
+CONTEXT_NEEDED = [
+    "pyproject.toml",
+    "README.md",
+    "otel_bridge/__init__.py",
+    "otel_bridge/litellm.py",
+    "otel_bridge/demo/app.py",
+    "constraints/proxy.txt",
+    "constraints/client.txt",
+]
+
+
+def check_dockerignore(text: str) -> list[str]:
+    problems = [
+        f"{path} is not excluded"
+        for path in CONTEXT_EXCLUDED
+        if not dockerignore_excludes(text, path)
+    ]
+    problems += [
+        f"{path} is excluded, but the build needs it"
+        for path in CONTEXT_NEEDED
+        if dockerignore_excludes(text, path)
+    ]
     return problems
 
 
@@ -535,6 +1068,24 @@ def examples() -> dict[str, dict[str, Any]]:
     return {name: load_yaml(path) for name, path in EXAMPLES.items()}
 
 
+@pytest.fixture(scope="module")
+def env_text() -> str:
+    return ENV_EXAMPLE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def env_values(env_text: str) -> dict[str, str]:
+    return env_example_values(env_text)
+
+
+# Compose's two views of the variables: nothing set (every default applies) and .env.example.
+ENV_VIEWS = ("defaults", ".env.example")
+
+
+def env_view(view: str, env_values: Mapping[str, str]) -> Mapping[str, str]:
+    return {} if view == "defaults" else env_values
+
+
 # ─── tests on the real files ─────────────────────────────────────────────────────────────────
 def test_compose_parses_and_has_the_stack(compose: dict[str, Any]) -> None:
     expected = {
@@ -570,6 +1121,10 @@ def test_host_ports_do_not_collide(compose: dict[str, Any]) -> None:
     assert check_ports(compose) == []
 
 
+def test_every_service_declares_its_restart_policy(compose: dict[str, Any]) -> None:
+    assert check_restart_policies(compose) == []
+
+
 def test_long_running_services_have_health_checks(compose: dict[str, Any]) -> None:
     assert check_healthchecks(compose) == []
 
@@ -578,43 +1133,81 @@ def test_images_are_pinned(compose: dict[str, Any]) -> None:
     assert check_image_pins(compose) == []
 
 
-def test_dependencies_on_long_running_services_wait_for_health(compose: dict[str, Any]) -> None:
-    """depends_on a service with a health check uses condition service_healthy."""
-    all_services = services(compose)
-    for name, service in all_services.items():
-        for dependency, spec in (service.get("depends_on") or {}).items():
-            target = all_services[dependency]
-            if is_one_shot(target):
-                assert spec.get("condition") == "service_completed_successfully", (name, dependency)
-            elif (target.get("healthcheck") or {}).get("test"):
-                assert spec.get("condition") == "service_healthy", (name, dependency)
+def test_dependencies_wait_for_what_their_target_offers(compose: dict[str, Any]) -> None:
+    """depends_on: completion of a one-shot, health of a service with a health check."""
+    assert check_depends_conditions(compose) == []
 
 
-def test_litellm_can_scale(compose: dict[str, Any]) -> None:
+@pytest.mark.parametrize("view", ENV_VIEWS)
+def test_litellm_scales_to_the_documented_replicas(
+    compose: dict[str, Any], env_text: str, env_values: dict[str, str], view: str
+) -> None:
+    documented_max = documented_max_replicas(env_text, SCALING_DOC.read_text(encoding="utf-8"))
+    assert check_litellm_scaling(compose, env_view(view, env_values), documented_max) == []
     litellm = services(compose)["litellm"]
-    assert "container_name" not in litellm
-    assert "replicas" in (litellm.get("deploy") or {})
-    # A fixed host port would collide between replicas: a range, one port per replica.
-    assert all("-" in str(port).rsplit(":", 1)[0] for port in litellm.get("ports") or [])
     assert str(litellm["environment"]["LITELLM_MASTER_KEY"]).startswith("${LITELLM_MASTER_KEY:?")
 
 
 def test_no_literal_secrets_in_compose(compose: dict[str, Any]) -> None:
-    """Secret-looking settings come from the environment (.env), never a literal in the file."""
-    secret = re.compile(r"(SECRET|PASSWORD|_KEY$|^SALT$|AUTH$|MASTER_KEY)")
-    for name, service in services(compose).items():
-        env = service.get("environment") or {}
-        for key, value in env.items():
-            if secret.search(key) and "KEY_ID" not in key:
-                assert "${" in str(value), f"{name}.{key} is a literal"
+    assert check_no_literal_secrets(compose) == []
+
+
+def test_env_example_commits_no_secret(env_text: str, compose_text: str) -> None:
+    assert check_env_example_secrets(env_text, compose_text) == []
+    # The required secrets are exactly the empty REQUIRED entries the header talks about.
+    values = env_example_values(env_text)
+    required_secrets = {n for n in compose_required(compose_text) if SECRET_NAME.search(n)}
+    assert required_secrets and all(values.get(name) == "" for name in required_secrets)
 
 
 def test_litellm_mounts_one_of_the_examples(compose: dict[str, Any]) -> None:
     assert check_litellm_uses_example(compose, ROOT) == []
 
 
+def test_ollama_pull_fetches_the_model_the_examples_use(
+    compose: dict[str, Any], examples: dict[str, dict[str, Any]]
+) -> None:
+    assert example_ollama_models(examples) == {OLLAMA_MODEL.removeprefix("ollama/")}
+    assert check_ollama_pull(compose, examples) == []
+
+
+@pytest.mark.parametrize("view", ENV_VIEWS)
+def test_app_asks_for_a_model_the_proxy_serves(
+    compose: dict[str, Any],
+    examples: dict[str, dict[str, Any]],
+    env_values: dict[str, str],
+    view: str,
+) -> None:
+    assert check_app_model(compose, examples, env_view(view, env_values)) == []
+
+
+@pytest.mark.parametrize("view", ENV_VIEWS)
+def test_app_gateway_url_is_in_its_otel_bridge_gateways(
+    compose: dict[str, Any], env_values: dict[str, str], view: str
+) -> None:
+    assert check_app_gateway(compose, env_view(view, env_values)) == []
+
+
 def test_collector_pipelines_reference_defined_components(collector: dict[str, Any]) -> None:
-    assert check_collector_pipelines(collector) == []
+    """After ${env:...} expansion, for both settings of the debug switch (and unset)."""
+    for env in ({}, {DEBUG_SWITCH: "nop"}, {DEBUG_SWITCH: "debug"}):
+        assert check_collector_pipelines(expand_env(collector, env)) == [], env
+
+
+def test_collector_debug_exporter_is_behind_a_switch_off_by_default(
+    collector: dict[str, Any], compose: dict[str, Any], env_values: dict[str, str]
+) -> None:
+    assert check_debug_switch(collector) == []
+    # The raw pipeline names its second exporter through the switch ...
+    (exporters,) = pipeline_exporters(collector).values()
+    assert exporters == ["otlphttp/langfuse", f"${{env:{DEBUG_SWITCH}:-nop}}"]
+    # ... and compose passes the switch, off unless .env (or the shell) turns it on.
+    passed = environment(services(compose)["otel-collector"])[DEBUG_SWITCH]
+    for env in ({}, env_values, {DEBUG_SWITCH: ""}):
+        assert interpolate(passed, env) == "nop", env
+    assert interpolate(passed, {DEBUG_SWITCH: "debug"}) == "debug"
+    (on,) = pipeline_exporters(expand_env(collector, {DEBUG_SWITCH: "debug"})).values()
+    assert on == ["otlphttp/langfuse", "debug"]
 
 
 def test_collector_component_types_exist_in_contrib(collector: dict[str, Any]) -> None:
@@ -636,9 +1229,16 @@ def test_collector_langfuse_exporter_is_configured_from_env(collector: dict[str,
 
 
 def test_collector_env_vars_are_documented(collector: dict[str, Any]) -> None:
-    assert collector_env_names(collector) >= {"LANGFUSE_OTLP_ENDPOINT", "LANGFUSE_AUTH"}
+    assert collector_env_names(collector) >= {
+        "LANGFUSE_OTLP_ENDPOINT",
+        "LANGFUSE_AUTH",
+        DEBUG_SWITCH,
+        "OTEL_DEBUG_VERBOSITY",
+    }
     readme = COLLECTOR_README.read_text(encoding="utf-8")
     assert check_collector_env_documented(collector, readme) == []
+    reference = CONFIGURATION_DOC.read_text(encoding="utf-8")
+    assert check_collector_env_documented(collector, reference, "docs/configuration.md") == []
 
 
 def test_collector_env_vars_are_passed_by_compose(
@@ -649,10 +1249,11 @@ def test_collector_env_vars_are_passed_by_compose(
     assert names <= set(env), names - set(env)
 
 
-def test_collector_says_why_it_needs_no_transform_processor() -> None:
-    text = COLLECTOR_CONFIG.read_text(encoding="utf-8")
-    assert re.search(r"#.*No transform processor for the bridge", text)
-    assert "transform" not in str(yaml.safe_load(text)["processors"])
+def test_collector_pipeline_only_limits_memory_and_batches(collector: dict[str, Any]) -> None:
+    """No transform (or other rewriting) processor: the bridge's spans arrive as Langfuse reads."""
+    assert check_only_limit_and_batch(collector) == []
+    (spec,) = collector["service"]["pipelines"].values()
+    assert spec["processors"] == ["memory_limiter", "batch"]
 
 
 def test_collector_mounted_at_contrib_default_path(compose: dict[str, Any]) -> None:
@@ -689,15 +1290,34 @@ def test_collector_receiver_port_matches_otel_example(
     assert (examples["otel"].get("environment_variables") or {}).get("OTEL_EXPORTER") == "otlp_http"
 
 
+@pytest.mark.parametrize("service", sorted(DOCKERFILES))
+def test_dockerfile_pins_its_base_and_installs_under_constraints(
+    service: str, compose: dict[str, Any]
+) -> None:
+    path, extra, constraints = DOCKERFILES[service]
+    build = services(compose)[service]["build"]
+    assert (ROOT / build["context"] / build["dockerfile"]).resolve() == path.resolve()
+    assert check_dockerfile(path.read_text(encoding="utf-8"), extra, constraints) == []
+
+
 def test_app_runs_the_bridge(compose: dict[str, Any]) -> None:
     env = services(compose)["app"]["environment"]
     assert env["OTEL_PYTHON_DISTRO"] == "otel_bridge"
     assert env["OTEL_PYTHON_CONFIGURATOR"] == "otel_bridge"
-    assert "OTEL_BRIDGE_GATEWAYS" in env
-    dockerfile = (ROOT / "docker" / "app" / "Dockerfile").read_text()
-    assert '"opentelemetry-instrument", "python", "-m", "otel_bridge.demo.app"' in dockerfile
-    assert "[client]" in dockerfile
-    assert "[proxy]" in (ROOT / "docker" / "litellm" / "Dockerfile").read_text()
+    app_image = DOCKERFILES["app"][0].read_text(encoding="utf-8")
+    assert dockerfile_command(app_image) == [
+        "opentelemetry-instrument",
+        "python",
+        "-m",
+        "otel_bridge.demo.app",
+    ]
+    proxy_image = DOCKERFILES["litellm"][0].read_text(encoding="utf-8")
+    (mount,) = [target for _source, target in bind_mounts(services(compose)["litellm"])]
+    assert dockerfile_command(proxy_image)[:3] == ["litellm", "--config", mount]
+
+
+def test_dockerignore_keeps_secrets_venvs_and_caches_out() -> None:
+    assert check_dockerignore(DOCKERIGNORE.read_text(encoding="utf-8")) == []
 
 
 def test_interpolate_matches_compose_rules() -> None:
@@ -709,6 +1329,15 @@ def test_interpolate_matches_compose_rules() -> None:
     assert compose_variables("${A:-${B}} $C $${D}") == {"A", "B", "C"}
 
 
+def test_dockerignore_matching_follows_docker() -> None:
+    assert dockerignore_excludes(".git", ".git/objects/ab/cd")  # a directory takes its contents
+    assert dockerignore_excludes("*.log", ".proxy.install.log")  # `*` matches a leading dot
+    assert not dockerignore_excludes("*.log", "logs/x.log")  # ... but stays in one segment
+    assert dockerignore_excludes("**/*.log", "logs/x.log")
+    assert not dockerignore_excludes(".env*\n!.env.example", ".env.example")  # last one wins
+    assert dockerignore_excludes(".env*\n!.env.example", ".env.local")
+
+
 # ─── the checks can fail: broken copies ──────────────────────────────────────────────────────
 def _broken_compose(compose: dict[str, Any], how: str) -> dict[str, Any]:
     broken = copy.deepcopy(compose)
@@ -717,12 +1346,31 @@ def _broken_compose(compose: dict[str, Any], how: str) -> dict[str, Any]:
         svc["app"]["depends_on"]["no-such-service"] = {"condition": "service_healthy"}
     elif how == "latest":
         svc["redis"]["image"] = "docker.io/redis:latest"
+    elif how == "latest-digest":
+        svc["minio"]["image"] = svc["minio"]["image"].replace("@", ":latest@")
     elif how == "untagged":
         svc["redis"]["image"] = "docker.io/redis"
+    elif how == "moving-tag":
+        svc["ollama"]["image"] = "docker.io/ollama/ollama:rocm"
     elif how == "healthcheck":
         del svc["ollama"]["healthcheck"]
+    elif how == "no-restart-no-healthcheck":
+        # Without `restart:` a server is still long-running: it still needs its health check.
+        del svc["ollama"]["restart"], svc["ollama"]["healthcheck"]
     elif how == "probe":
         del svc["otel-collector-health"]["healthcheck"]
+    elif how == "no-restart":
+        del svc["redis"]["restart"]
+    elif how == "restart-no":
+        svc["redis"]["restart"] = "no"
+    elif how == "one-shot-restarts":
+        svc["ollama-pull"]["restart"] = "on-failure"
+    elif how == "unquoted-no":
+        svc["app"]["restart"] = False  # `restart: no` unquoted is a YAML boolean
+    elif how == "condition":
+        svc["litellm"]["depends_on"]["langfuse-web"]["condition"] = "service_started"
+    elif how == "condition-one-shot":
+        svc["litellm"]["depends_on"]["ollama-pull"]["condition"] = "service_healthy"
     elif how == "ports":
         svc["ollama"]["ports"] = ["127.0.0.1:3000:11434"]
     elif how == "range":
@@ -735,27 +1383,78 @@ def _broken_compose(compose: dict[str, Any], how: str) -> dict[str, Any]:
         svc["app"]["build"]["dockerfile"] = "docker/app/Dockerfile.missing"
     elif how == "litellm-config":
         svc["litellm"]["volumes"] = ["./collector/otelcol-config.yaml:/app/config.yaml:ro"]
+    elif how == "literal-secret":
+        svc["app"]["environment"]["LANGFUSE_SECRET_KEY"] = "sk-lf-literal"
+    elif how == "pull-other-model":
+        svc["ollama-pull"]["command"] = ["pull", "llama3.2:3b"]
+    elif how == "pull-elsewhere":
+        svc["ollama-pull"]["environment"]["OLLAMA_HOST"] = "http://localhost:11434"
+    elif how == "no-wait-for-pull":
+        del svc["litellm"]["depends_on"]["ollama-pull"]
+    elif how == "app-model":
+        svc["app"]["environment"]["LITELLM_MODEL"] = "${LITELLM_MODEL:-llama3.2:3b}"
+    elif how == "gateway-port":
+        gateways = "${OTEL_BRIDGE_GATEWAYS:-http://litellm:4001}"
+        svc["app"]["environment"]["OTEL_BRIDGE_GATEWAYS"] = gateways
+    elif how == "gateway-host":
+        svc["app"]["environment"]["LITELLM_BASE_URL"] = "${LITELLM_BASE_URL:-http://ollama:4000}"
+    elif how == "small-range":
+        svc["litellm"]["ports"] = ["127.0.0.1:4000-4001:4000"]
+    elif how == "fixed-port":
+        svc["litellm"]["ports"] = ["127.0.0.1:4000:4000"]
+    elif how == "container-name":
+        svc["litellm"]["container_name"] = "litellm"
     return broken
+
+
+def _documented_max(env_text: str) -> list[int]:
+    return documented_max_replicas(env_text, SCALING_DOC.read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize(
     ("how", "check"),
     [
-        ("depends_on", lambda c: check_depends_on(c)),
-        ("latest", lambda c: check_image_pins(c)),
-        ("untagged", lambda c: check_image_pins(c)),
-        ("healthcheck", lambda c: check_healthchecks(c)),
-        ("probe", lambda c: check_healthchecks(c)),
-        ("ports", lambda c: check_ports(c)),
-        ("range", lambda c: check_ports(c)),
-        ("mount", lambda c: check_paths_exist(c, ROOT)),
-        ("dockerfile", lambda c: check_paths_exist(c, ROOT)),
-        ("litellm-config", lambda c: check_litellm_uses_example(c, ROOT)),
+        ("depends_on", lambda c, x: check_depends_on(c)),
+        ("latest", lambda c, x: check_image_pins(c)),
+        ("latest-digest", lambda c, x: check_image_pins(c)),
+        ("untagged", lambda c, x: check_image_pins(c)),
+        ("moving-tag", lambda c, x: check_image_pins(c)),
+        ("healthcheck", lambda c, x: check_healthchecks(c)),
+        ("no-restart-no-healthcheck", lambda c, x: check_healthchecks(c)),
+        ("probe", lambda c, x: check_healthchecks(c)),
+        ("no-restart", lambda c, x: check_restart_policies(c)),
+        ("restart-no", lambda c, x: check_restart_policies(c)),
+        ("one-shot-restarts", lambda c, x: check_restart_policies(c)),
+        ("unquoted-no", lambda c, x: check_restart_policies(c)),
+        ("condition", lambda c, x: check_depends_conditions(c)),
+        ("condition-one-shot", lambda c, x: check_depends_conditions(c)),
+        ("ports", lambda c, x: check_ports(c)),
+        ("range", lambda c, x: check_ports(c)),
+        ("mount", lambda c, x: check_paths_exist(c, ROOT)),
+        ("dockerfile", lambda c, x: check_paths_exist(c, ROOT)),
+        ("litellm-config", lambda c, x: check_litellm_uses_example(c, ROOT)),
+        ("literal-secret", lambda c, x: check_no_literal_secrets(c)),
+        ("pull-other-model", lambda c, x: check_ollama_pull(c, x["examples"])),
+        ("pull-elsewhere", lambda c, x: check_ollama_pull(c, x["examples"])),
+        ("no-wait-for-pull", lambda c, x: check_ollama_pull(c, x["examples"])),
+        ("app-model", lambda c, x: check_app_model(c, x["examples"], {})),
+        ("gateway-port", lambda c, x: check_app_gateway(c, {})),
+        ("gateway-host", lambda c, x: check_app_gateway(c, {})),
+        ("small-range", lambda c, x: check_litellm_scaling(c, {}, _documented_max(x["env"]))),
+        ("fixed-port", lambda c, x: check_litellm_scaling(c, {}, _documented_max(x["env"]))),
+        ("container-name", lambda c, x: check_litellm_scaling(c, {}, _documented_max(x["env"]))),
     ],
 )
-def test_compose_checks_catch_a_broken_copy(compose: dict[str, Any], how: str, check: Any) -> None:
-    assert check(compose) == []
-    assert check(_broken_compose(compose, how)) != []
+def test_compose_checks_catch_a_broken_copy(
+    compose: dict[str, Any],
+    examples: dict[str, dict[str, Any]],
+    env_text: str,
+    how: str,
+    check: Any,
+) -> None:
+    extra = {"examples": examples, "env": env_text}
+    assert check(compose, extra) == []
+    assert check(_broken_compose(compose, how), extra) != []
 
 
 def test_env_check_catches_an_undocumented_variable(
@@ -767,6 +1466,40 @@ def test_env_check_catches_an_undocumented_variable(
         "${NOT_IN_ENV_EXAMPLE} is used in docker-compose.yml but not listed in .env.example"
     ]
     assert check_env_documented(compose, documented - {"LITELLM_MASTER_KEY"}) != []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LANGFUSE_SECRET_KEY", "sk-lf-0123abcd"),  # required: must stay empty
+        ("LITELLM_MASTER_KEY", "sk-4f9c2a7e1b3d5c6f"),
+        ("POSTGRES_PASSWORD", "hunter2"),  # optional, but not compose's public default
+        ("LANGFUSE_AUTH", "cGstbGYtMTIzOnNrLWxmLTQ1Ng=="),
+        ("OTEL_SERVICE_NAME", "0123456789abcdef0123456789abcdef"),  # a secret in any field
+    ],
+)
+def test_env_example_secret_check_catches_a_filled_in_secret(
+    env_text: str, compose_text: str, name: str, value: str
+) -> None:
+    pattern = re.compile(rf"^{name}=.*$", re.M)
+    assert pattern.search(env_text), name
+    broken = pattern.sub(f"{name}={value}", env_text)
+    assert check_env_example_secrets(broken, compose_text) != []
+
+
+def test_replica_check_catches_documents_that_disagree(
+    compose: dict[str, Any], env_text: str
+) -> None:
+    scaling = SCALING_DOC.read_text(encoding="utf-8")
+    assert check_litellm_scaling(compose, {}, documented_max_replicas(env_text, scaling)) == []
+    more = env_text.replace("Number of proxy replicas (1-4", "Number of proxy replicas (1-8")
+    assert more != env_text
+    assert check_litellm_scaling(compose, {}, documented_max_replicas(more, scaling)) != []
+    # Both documents raised past the range: the range is too small.
+    scaling_more = scaling.replace("accepts 1 to 4", "accepts 1 to 8")
+    assert scaling_more != scaling
+    assert check_litellm_scaling(compose, {}, documented_max_replicas(more, scaling_more)) != []
+    assert check_litellm_scaling(compose, {"LITELLM_REPLICAS": "5"}, [4, 4]) != []
 
 
 def _broken_collector(collector: dict[str, Any], how: str) -> dict[str, Any]:
@@ -788,6 +1521,21 @@ def _broken_collector(collector: dict[str, Any], how: str) -> dict[str, Any]:
         broken["exporters"]["otlphttp/langfuse"]["headers"]["Authorization"] = "Basic cGs6c2s="
     elif how == "extension":
         broken["service"]["extensions"] = ["health_check", "zpages"]
+    elif how == "debug-always":
+        traces["exporters"] = ["otlphttp/langfuse", "debug"]
+    elif how == "debug-default-on":
+        traces["exporters"] = ["otlphttp/langfuse", f"${{env:{DEBUG_SWITCH}:-debug}}"]
+    elif how == "no-nop":
+        del broken["exporters"]["nop"]
+    elif how == "no-debug":
+        del broken["exporters"]["debug"]
+    elif how == "switch-replaces-langfuse":
+        traces["exporters"] = [f"${{env:{DEBUG_SWITCH}:-otlphttp/langfuse}}"]
+    elif how == "transform":
+        broken["processors"]["transform/bridge"] = {"trace_statements": []}
+    elif how == "transform-used":
+        broken["processors"]["attributes/x"] = {"actions": []}
+        traces["processors"] = ["memory_limiter", "attributes/x", "batch"]
     return broken
 
 
@@ -796,11 +1544,18 @@ def _broken_collector(collector: dict[str, Any], how: str) -> dict[str, Any]:
     [
         ("order", check_processor_order),
         ("no-limiter", check_processor_order),
-        ("undefined", check_collector_pipelines),
-        ("extension", check_collector_pipelines),
+        ("undefined", lambda c: check_collector_pipelines(expand_env(c, {}))),
+        ("extension", lambda c: check_collector_pipelines(expand_env(c, {}))),
         ("unknown-type", check_collector_component_types),
         ("literal-endpoint", check_otlphttp_from_env),
         ("literal-auth", check_otlphttp_from_env),
+        ("debug-always", check_debug_switch),
+        ("debug-default-on", check_debug_switch),
+        ("no-nop", check_debug_switch),
+        ("no-debug", check_debug_switch),
+        ("switch-replaces-langfuse", check_debug_switch),
+        ("transform", check_only_limit_and_batch),
+        ("transform-used", check_only_limit_and_batch),
     ],
 )
 def test_collector_checks_catch_a_broken_copy(
@@ -815,6 +1570,35 @@ def test_collector_doc_check_catches_an_undocumented_variable(collector: dict[st
     broken["exporters"]["debug"]["verbosity"] = "${env:UNDOCUMENTED_VAR:-basic}"
     readme = COLLECTOR_README.read_text(encoding="utf-8")
     assert check_collector_env_documented(broken, readme) != []
+    # A mention in prose is not a row of the variable table.
+    row = re.compile(rf"^\| `{DEBUG_SWITCH}` \|.*\n", re.M)
+    assert row.search(readme)
+    assert DEBUG_SWITCH in row.sub("", readme)
+    assert check_collector_env_documented(collector, row.sub("", readme)) != []
+
+
+def test_dockerfile_checks_catch_a_broken_copy() -> None:
+    path, extra, constraints = DOCKERFILES["litellm"]
+    text = path.read_text(encoding="utf-8")
+    assert check_dockerfile(text, extra, constraints) == []
+    floating = re.sub(r"python:3\.11\.\d+-slim-\w+", "python:3.11-slim", text)
+    unconstrained = text.replace("pip install -c /tmp/constraints.txt ", "pip install ")
+    other_tier = text.replace("constraints/proxy.txt", "constraints/client.txt")
+    no_extra = text.replace('"${wheel}[proxy]"', '"${wheel}"')
+    one_stage = re.sub(r"(FROM python:[^\n]*) AS build", r"\1-x AS build", text, count=1)
+    for broken in (floating, unconstrained, other_tier, no_extra, one_stage):
+        assert broken != text
+        assert check_dockerfile(broken, extra, constraints) != []
+
+
+def test_dockerignore_check_catches_a_missing_line() -> None:
+    text = DOCKERIGNORE.read_text(encoding="utf-8")
+    assert check_dockerignore(text) == []
+    for line in (".env", ".venv*", ".git", ".hypothesis", ".benchmarks", "*.install.log"):
+        without = re.sub(rf"^{re.escape(line)}\n", "", text, flags=re.M)
+        assert without != text, line
+        assert check_dockerignore(without) != [], line
+    assert check_dockerignore(text + "constraints\n") != []  # the build needs it
 
 
 def test_example_checks_catch_a_broken_copy(

@@ -9,24 +9,28 @@ Every test runs once per gateway logging path that exports straight to Langfuse:
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from e2e_assertions import (
+    assert_logged_as_without_the_bridge,
     assert_unified,
     is_proxy_span,
+    llm_call_spans,
     proxy_generations,
+    run_with_extra_body,
     wait_for_proxy_generations,
 )
 from harness import (
+    CALLS,
     MASTER_KEY,
     MODEL,
+    PATHS,
     CaptureServer,
     ProxyProcess,
     client_env,
@@ -37,12 +41,9 @@ from harness import (
 )
 
 from otel_bridge import BridgeContext, PromptRef, SpanRef, encode_headers
-from otel_bridge.recording_server import RecordingServer, observation_type
+from otel_bridge.recording_server import RecordingServer
 
 pytestmark = pytest.mark.e2e
-
-PATHS = ["langfuse_openai", "propagate_attributes", "use_prompt"]
-CALLS = ["sync", "async", "stream", "astream"]
 
 
 # gateway variant -> (example config, extra proxy environment)
@@ -59,6 +60,7 @@ def proxy_env(recorder: RecordingServer, variant: str) -> dict[str, str]:
         "LANGFUSE_SECRET_KEY": recorder.secret_key,
         "LANGFUSE_HOST": recorder.url,
         "OTEL_SERVICE_NAME": "litellm-proxy",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",  # test speed only: LiteLLM's OTel paths batch spans
         **VARIANTS[variant][1],
     }
 
@@ -138,12 +140,17 @@ def test_one_trace_one_prompt_link(
         SCENARIO_CALL=call,
         SCENARIO_OTHER_URL=other_origin.url,
     )
+    started_ns = time.time_ns()
     (run,) = run_scenario(env, launcher=launcher)
     wait_for_proxy_generations(recorder, 1)
     assert_unified(
         recorder, run, prompt=("test-prompt", 1), client_generation=path == "langfuse_openai"
     )
     assert len(proxy_generations(recorder.spans())) == 1
+    # 1. Every span either tier exported for the scenario is in the one trace.
+    # (The proxy's own start-up may export spans of its own; they start before the scenario.)
+    stray = [s for s in recorder.spans() if s.start_time_unix_nano >= started_ns]
+    assert [s.name for s in stray if s.trace_id != run["trace_id"]] == []
     # 6. The same context reached another origin (httpx and httpx2) without langfuse_* baggage.
     assert len(other_origin.requests) == 2
     for request in other_origin.requests:
@@ -152,12 +159,17 @@ def test_one_trace_one_prompt_link(
             assert "langfuse_" not in value, value
 
 
+@pytest.mark.parametrize("call", ["sync", "async"])
 @pytest.mark.parametrize("path", PATHS)
 def test_two_prompts_one_after_the_other(
-    path: str, recorder: RecordingServer, proxy: ProxyProcess
+    path: str, call: str, recorder: RecordingServer, proxy: ProxyProcess
 ) -> None:
     env = client_env(
-        recorder.url, proxy.url, SCENARIO_PATH=path, SCENARIO_PROMPTS="test-prompt,second prompt+%"
+        recorder.url,
+        proxy.url,
+        SCENARIO_PATH=path,
+        SCENARIO_CALL=call,
+        SCENARIO_PROMPTS="test-prompt,second prompt+%",
     )
     runs = run_scenario(env)
     assert [(r["prompt_name"], r["prompt_version"]) for r in runs] == [
@@ -174,7 +186,7 @@ def test_two_prompts_one_after_the_other(
         )
 
 
-@pytest.mark.parametrize("path", ["langfuse_openai", "use_prompt"])
+@pytest.mark.parametrize("path", PATHS)
 def test_200_concurrent_traces_zero_cross_talk(
     path: str, recorder: RecordingServer, proxy: ProxyProcess
 ) -> None:
@@ -200,59 +212,10 @@ def test_200_concurrent_traces_zero_cross_talk(
     assert len(proxy_generations(recorder.spans())) == 200
 
 
-def _raw_call(proxy: ProxyProcess, **extra: Any) -> None:
-    response = httpx.post(
-        f"{proxy.url}/v1/chat/completions",
-        headers={"Authorization": f"Bearer {MASTER_KEY}", **extra.pop("headers", {})},
-        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], **extra},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-
-
-# Values that differ between two identical calls through the same proxy (ids, clocks, latency).
-# The two proxies differ only in their port, which LiteLLM logs in the request's Host header.
-def _stable(span: Any, volatile: set[str]) -> tuple[Any, ...]:
-    attributes = {k: v for k, v in span.attributes.items() if k not in volatile}
-    text = re.sub(
-        r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", json.dumps(attributes, sort_keys=True, default=str)
-    )
-    return (span.name, span.parent_span_id is None, text)
-
-
-def _volatile_keys(first: Any, second: Any) -> set[str]:
-    keys = set(first.attributes) | set(second.attributes)
-    return {k for k in keys if first.attributes.get(k) != second.attributes.get(k)}
-
-
 def test_no_context_is_logged_exactly_as_without_the_bridge(
     variant: str, recorder: RecordingServer, proxy: ProxyProcess, plain_proxy: ProxyProcess
 ) -> None:
-    _raw_call(plain_proxy)
-    _raw_call(plain_proxy)
-    plain_a, plain_b = _llm_call_spans(recorder, 2)
-    volatile = _volatile_keys(plain_a, plain_b)
-    recorder.clear()
-    _raw_call(proxy)
-    (bridged,) = _llm_call_spans(recorder, 1)
-    assert _stable(bridged, volatile) == _stable(plain_a, volatile)
-    assert "langfuse.observation.prompt.name" not in bridged.attributes
-
-
-def _llm_call_spans(recorder: RecordingServer, count: int) -> list[Any]:
-    """The proxy's model-call spans: generations from LiteLLM's own tracer (without the bridge,
-    V2 also exports FastAPI spans that Langfuse would type as generations)."""
-
-    def calls(spans: list[Any]) -> list[Any]:
-        return [
-            s
-            for s in spans
-            if is_proxy_span(s)
-            and s.scope_name in ("litellm", "langfuse-sdk")
-            and observation_type(s) == "GENERATION"
-        ]
-
-    return calls(recorder.wait_for_spans(lambda spans: len(calls(spans)) >= count, timeout=30))
+    assert_logged_as_without_the_bridge(recorder, proxy, plain_proxy)
 
 
 def test_legacy_metadata_wins_and_matches_the_old_result(
@@ -268,16 +231,7 @@ def test_legacy_metadata_wins_and_matches_the_old_result(
     }
     results = []
     for target in (plain_proxy, proxy):
-        recorder.clear()
-        env = client_env(
-            recorder.url,
-            target.url,
-            SCENARIO_PATH="use_prompt",
-            SCENARIO_EXTRA_BODY=json.dumps(legacy),
-        )
-        (run,) = run_scenario(env)
-        (generation,) = _llm_call_spans(recorder, 1)
-        observations = {o["id"]: o for o in recorder.trace(generation.trace_id)["observations"]}
+        run, generation, observations = run_with_extra_body(recorder, target, legacy)
         proxy_obs = observations[generation.span_id]
         parent = observations.get(proxy_obs["parentObservationId"], {})
         results.append(
@@ -299,6 +253,37 @@ def test_legacy_metadata_wins_and_matches_the_old_result(
         # OTel paths join the trace from traceparent only and never link a metadata prompt.
         assert results[1][0] is True
         assert results[1][3] is None
+
+
+def test_a_caller_chosen_trace_wins_over_the_traceparent(
+    variant: str, recorder: RecordingServer, proxy: ProxyProcess, plain_proxy: ProxyProcess
+) -> None:
+    """The caller names another trace than its traceparent's: the bridge mixes nothing in."""
+    chosen = "c" * 32
+    legacy = {"metadata": {"existing_trace_id": chosen, "generation_name": "chosen-trace"}}
+    results = []
+    for target in (plain_proxy, proxy):
+        run, generation, observations = run_with_extra_body(recorder, target, legacy)
+        parent_id = observations[generation.span_id]["parentObservationId"]
+        results.append(
+            (
+                generation.trace_id,
+                generation.trace_id == run["trace_id"],
+                parent_id == run["span_id"],
+                parent_id is None or parent_id in observations,
+            )
+        )
+    # Whatever LiteLLM makes of the caller's choice, the bridged proxy makes the same.
+    assert results[0][1:] == results[1][1:]
+    if variant == "langfuse":
+        assert results[0][0] == chosen
+        # The callback honours existing_trace_id, and the header's parent is not mixed into it.
+        # (Measured: LiteLLM's callback with only existing_trace_id gives its generation a
+        # parent id no span has, with or without the bridge; Langfuse shows it at the root.)
+        assert results[1][:3] == (chosen, False, False)
+    else:
+        # OTel paths ignore the key; both proxies follow the traceparent, the bridge adds nothing.
+        assert results[1][1:] == (True, False, True)
 
 
 def test_tiers_run_from_separate_environments(variant: str) -> None:
@@ -360,7 +345,7 @@ def test_every_llm_endpoint_is_bridged(
             timeout=30,
         )
         assert response.status_code == 200, (path, response.text)
-    calls = _llm_call_spans(recorder, len(endpoints))
+    calls = llm_call_spans(recorder, len(endpoints))
     assert sorted(int(c.trace_id, 16) for c in calls) == list(range(1, len(endpoints) + 1))
     for call in calls:
         spans = {s.span_id: s for s in recorder.spans_for_trace(call.trace_id)}

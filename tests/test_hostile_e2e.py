@@ -10,6 +10,7 @@ never repeats a header value.
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -379,3 +380,82 @@ def test_caller_null_steering_key_never_yields_a_bogus_parent(
         f"generation in trace {generation.trace_id} parented to {generation.parent_span_id}, "
         f"which is neither the caller's span {VALID_SPAN} nor absent"
     )
+
+
+# --------------------------------------------------------------- the OpenTelemetry path (V2)
+#
+# LiteLLM's `langfuse_otel` callback with LITELLM_OTEL_V2=true runs the bridge where the
+# `langfuse` callback does not: its baggage propagator extracts every inbound header and its
+# span processor sees every span of every request. LiteLLM names no generation after the
+# caller there, so the checks are over the whole export.
+
+
+@pytest.fixture(scope="module")
+def v2_proxy(
+    recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyProcess]:
+    env = {**proxy_env(recorder), "LITELLM_OTEL_V2": "true", "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    process = start_proxy(
+        mock_config("langfuse_otel.yaml"), env, tmp_path_factory.mktemp("hostile-v2")
+    )
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def test_the_corpus_through_the_otel_v2_path(
+    hostile_run: Run, v2_proxy: ProxyProcess, recorder: RecordingServer
+) -> None:
+    recorder.clear()
+    sets = [s.headers for s in hostile_run.sent]
+    with httpx.Client(base_url=v2_proxy.url, timeout=30) as client:
+        sent = [_post(client, f"v2-{i}", i, headers) for i, headers in enumerate(sets)]
+    assert all(s is not None and s.status == 200 and s.answer == MOCK_ANSWER for s in sent), [
+        (s.index, s.status) for s in sent if s is not None and s.status != 200
+    ]
+    # Requests whose traceparent is valid: the caller's span per trace id, and its prompt.
+    callers: dict[str, set[str]] = {}
+    prompts: dict[str, tuple[str, int] | None] = {}
+    sent_prompts: set[tuple[str, int]] = set()
+    for headers in sets:
+        seen = headers.as_seen()
+        bag = ref_baggage(seen.get("baggage"))
+        prompt = ref_prompt(bag.members) if bag.within_limits else None
+        if prompt is not None:
+            sent_prompts.add(prompt)
+        parent = ref_traceparent(seen.get("traceparent"))
+        if parent is not None:
+            callers.setdefault(parent.trace_id, set()).add(parent.span_id)
+            prompts[parent.trace_id] = prompt
+    valid = {
+        parent.trace_id
+        for s in sent
+        if s is not None and s.headers.note == "valid"
+        for parent in [ref_traceparent(s.headers.as_seen().get("traceparent"))]
+        if parent is not None
+    }
+    spans = recorder.wait_for_spans(
+        lambda spans: valid <= {g.trace_id for g in proxy_generations(spans)}, timeout=60
+    )
+    time.sleep(1.0)  # the rest of the batch: spans of requests without a valid context
+    spans = recorder.spans()
+    by_id = {s.span_id: s for s in spans}
+    for span in spans:
+        # No dangling parent: exported, or the caller's own span named by a valid traceparent.
+        if span.parent_span_id is not None and span.parent_span_id not in by_id:
+            assert span.parent_span_id in callers.get(span.trace_id, set()), span.name
+        linked = (span.attributes.get(PROMPT_NAME), span.attributes.get(PROMPT_VERSION))
+        if linked != (None, None):
+            # Only ever a prompt some request really sent, whole, with an integer version.
+            assert linked in sent_prompts, (span.name, linked)
+            assert type(linked[1]) is int
+    for trace_id in valid:
+        # One generation per bridged call, with the caller's prompt.
+        (generation,) = [g for g in proxy_generations(spans) if g.trace_id == trace_id]
+        prompt = prompts[trace_id]
+        assert prompt is not None
+        assert (generation.attributes[PROMPT_NAME], generation.attributes[PROMPT_VERSION]) == prompt
+    lines = _bridge_lines(v2_proxy)
+    assert not [line for line in lines if "hook failed" in line or "error" in line], lines
+    assert "MARK" not in "\n".join(lines)

@@ -15,12 +15,14 @@ collector/README.md documents (LANGFUSE_OTLP_ENDPOINT, LANGFUSE_AUTH).
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from collector_forwarder import (
     COLLECTOR_CONFIG,
@@ -33,12 +35,24 @@ from collector_forwarder import (
 )
 from e2e_assertions import (
     CLIENT_SERVICE,
+    PROMPT_NAME,
+    assert_logged_as_without_the_bridge,
     assert_unified,
     is_proxy_span,
     proxy_generations,
+    run_with_extra_body,
     wait_for_proxy_generations,
 )
-from harness import ProxyProcess, client_env, mock_config, run_scenario, start_proxy
+from harness import (
+    CALLS,
+    PATHS,
+    CaptureServer,
+    ProxyProcess,
+    client_env,
+    mock_config,
+    run_scenario,
+    start_proxy,
+)
 
 from otel_bridge.demo._stack import example_config
 from otel_bridge.recording_server import OTLP_TRACES_PATH, RecordingServer
@@ -74,11 +88,81 @@ def test_shipped_config_translates_to_the_documented_route() -> None:
     assert plan.traces_endpoint == "http://langfuse-web:3000/api/public/otel/v1/traces"
     assert plan.headers == {"Authorization": "Basic dG9r", "x-langfuse-ingestion-version": "4"}
     assert plan.compression == "gzip"
+    # The debug switch is off by default: the second exporter is `nop`, rotel logs nothing.
     assert set(plan.ignored) == {
         "extensions.health_check",
         "processors.memory_limiter",
-        "exporters.debug",
+        "exporters.nop",
     }
+    assert plan.debug_verbosity is None
+    assert "--debug-log" not in plan.rotel_args(http_bind="a", grpc_bind="b", workdir=Path("."))
+
+
+@pytest.mark.parametrize(
+    ("switch", "verbosity", "expected"),
+    [(None, None, None), ("nop", "detailed", None), ("debug", None, "basic"),
+     ("debug", "normal", "basic"), ("debug", "detailed", "detailed")],
+)  # fmt: skip
+def test_debug_switch_translates_to_rotels_debug_log(
+    switch: str | None, verbosity: str | None, expected: str | None
+) -> None:
+    env = {"LANGFUSE_OTLP_ENDPOINT": "http://x/api/public/otel", "LANGFUSE_AUTH": "t"}
+    if switch is not None:
+        env["OTEL_COLLECTOR_DEBUG_EXPORTER"] = switch
+    if verbosity is not None:
+        env["OTEL_DEBUG_VERBOSITY"] = verbosity
+    plan = translate(load_collector_config(env))
+    assert plan.debug_verbosity == expected
+    assert ("exporters.nop" in plan.ignored) == (expected is None)
+    args = plan.rotel_args(http_bind="a", grpc_bind="b", workdir=Path("."))
+    if expected is None:
+        assert "--debug-log" not in args
+    else:
+        assert args[-4:] == ["--debug-log", "traces", "--debug-log-verbosity", expected]
+    # Forwarding is the same either way: the switch only adds or removes the log.
+    assert plan.traces_endpoint == "http://x/api/public/otel/v1/traces"
+
+
+@pytest.mark.parametrize("switch", ["nop", "debug"])
+def test_debug_switch_in_a_running_forwarder(switch: str, tmp_path: Path) -> None:
+    """Both settings forward the span; only `debug` prints it to the forwarder's log.
+
+    Verbosity `detailed` in both runs (it prints span names): with the switch at `nop` the
+    verbosity must change nothing.
+    """
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    name = f"debug-switch-{switch}-span"
+    span = Span(
+        trace_id=bytes.fromhex("0af7651916cd43dd8448eb211c80319c"),
+        span_id=bytes.fromhex("b7ad6b7169203331"),
+        name=name,
+        start_time_unix_nano=1,
+        end_time_unix_nano=2,
+    )
+    body = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])]
+    ).SerializeToString()
+    with RecordingServer() as server:
+        env = {
+            **collector_env(server),
+            "OTEL_COLLECTOR_DEBUG_EXPORTER": switch,
+            "OTEL_DEBUG_VERBOSITY": "detailed",
+        }
+        with collector_forwarder(env, tmp_path) as forwarder:
+            response = httpx.post(
+                forwarder.traces_url,
+                content=body,
+                headers={"content-type": "application/x-protobuf"},
+                timeout=10,
+            )
+            assert response.status_code == 200, response.text
+            server.wait_for_spans(lambda spans: any(s.name == name for s in spans), timeout=20)
+        log = forwarder.log_path.read_text(errors="replace")
+    assert (name in log) == (switch == "debug"), log[-2000:]
 
 
 def test_env_expansion_follows_the_collector() -> None:
@@ -154,32 +238,51 @@ def otel_proxy_env(rotel: RotelForwarder, *, v2: bool) -> dict[str, str]:
     return env
 
 
-def _start_otel_proxy(rotel: RotelForwarder, workdir: Path, *, v2: bool) -> ProxyProcess:
+@contextlib.contextmanager
+def _otel_proxy(
+    rotel: RotelForwarder, workdir: Path, *, v2: bool, bridge: bool = True
+) -> Iterator[ProxyProcess]:
     env = otel_proxy_env(rotel, v2=v2)
     assert env["OTEL_EXPORTER"] == "otlp_http" and env["OTEL_SERVICE_NAME"] == "litellm-proxy"
-    return start_proxy(mock_config("otel.yaml"), env, workdir)
+    process = start_proxy(mock_config("otel.yaml", bridge=bridge), env, workdir)
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 @pytest.fixture(scope="module")
 def legacy_proxy(
     rotel: RotelForwarder, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyProcess]:
-    process = _start_otel_proxy(rotel, tmp_path_factory.mktemp("proxy-legacy"), v2=False)
-    try:
+    with _otel_proxy(rotel, tmp_path_factory.mktemp("proxy-legacy"), v2=False) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")
 def v2_proxy(
     rotel: RotelForwarder, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyProcess]:
-    process = _start_otel_proxy(rotel, tmp_path_factory.mktemp("proxy-v2"), v2=True)
-    try:
+    with _otel_proxy(rotel, tmp_path_factory.mktemp("proxy-v2"), v2=True) as process:
         yield process
-    finally:
-        process.stop()
+
+
+# The same proxies without the bridge: what LiteLLM exports on its own.
+@pytest.fixture(scope="module")
+def plain_legacy_proxy(
+    rotel: RotelForwarder, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyProcess]:
+    workdir = tmp_path_factory.mktemp("plain-legacy")
+    with _otel_proxy(rotel, workdir, v2=False, bridge=False) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def plain_v2_proxy(
+    rotel: RotelForwarder, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyProcess]:
+    with _otel_proxy(rotel, tmp_path_factory.mktemp("plain-v2"), v2=True, bridge=False) as process:
+        yield process
 
 
 @pytest.fixture(autouse=True)
@@ -233,37 +336,95 @@ def assert_one_generation_from_the_proxy(
     assert any(s.resource_attributes.get("service.name") == CLIENT_SERVICE for s in spans)
 
 
+@pytest.fixture
+def other_origin() -> Iterator[CaptureServer]:
+    with CaptureServer() as server:
+        yield server
+
+
+VARIANTS = ["legacy", "v2"]
+
+
 @pytest.mark.e2e
-@pytest.mark.parametrize("call", ["sync", "stream", "astream"])
-@pytest.mark.parametrize("path", ["langfuse_openai", "use_prompt"])
-@pytest.mark.parametrize("variant", ["legacy", "v2"])
+@pytest.mark.parametrize("call", CALLS)
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_otel_callback_through_the_collector_pipeline(
     variant: str,
     path: str,
     call: str,
     recorder: RecordingServer,
     rotel: RotelForwarder,
+    other_origin: CaptureServer,
     request: pytest.FixtureRequest,
 ) -> None:
     proxy: ProxyProcess = request.getfixturevalue(f"{variant}_proxy")
-    env = client_env(recorder.url, proxy.url, SCENARIO_PATH=path, SCENARIO_CALL=call)
+    env = client_env(
+        recorder.url,
+        proxy.url,
+        SCENARIO_PATH=path,
+        SCENARIO_CALL=call,
+        SCENARIO_OTHER_URL=other_origin.url,
+    )
+    started_ns = time.time_ns()
     (run,) = run_scenario(env)
     wait_for_proxy_generations(recorder, 1)
     client_generation = path == "langfuse_openai"
     assert_unified(recorder, run, prompt=PROMPT, client_generation=client_generation)
     assert_one_generation_from_the_proxy(recorder, run, client_generation=client_generation)
     assert len(proxy_generations(recorder.spans())) == 1
+    # (The proxy's own start-up may export spans of its own; they start before the scenario.)
+    stray = [s for s in recorder.spans() if s.start_time_unix_nano >= started_ns]
+    assert [s.name for s in stray if s.trace_id != run["trace_id"]] == []
     assert_came_through_rotel(recorder)
+    # The same context reached another origin (httpx and httpx2) without langfuse_* baggage.
+    assert len(other_origin.requests) == 2
+    for sent in other_origin.requests:
+        assert "traceparent" in sent
+        assert not any("langfuse_" in value for value in sent.get("baggage", []))
 
 
 @pytest.mark.e2e
-def test_200_concurrent_traces_through_the_collector_zero_cross_talk(
-    recorder: RecordingServer, rotel: RotelForwarder, v2_proxy: ProxyProcess
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_two_prompts_one_after_the_other_through_the_collector(
+    variant: str,
+    path: str,
+    recorder: RecordingServer,
+    rotel: RotelForwarder,
+    request: pytest.FixtureRequest,
 ) -> None:
-    # V2: the variant that stamps the most onto every span, the one most likely to mix requests.
+    proxy: ProxyProcess = request.getfixturevalue(f"{variant}_proxy")
     env = client_env(
         recorder.url,
-        v2_proxy.url,
+        proxy.url,
+        SCENARIO_PATH=path,
+        SCENARIO_CALL="async",
+        SCENARIO_PROMPTS="test-prompt,second prompt+%",
+    )
+    runs = run_scenario(env)
+    assert [(r["prompt_name"], r["prompt_version"]) for r in runs] == [
+        ("test-prompt", 1),
+        ("second prompt+%", 4),
+    ]
+    wait_for_proxy_generations(recorder, 2)
+    for run in runs:
+        prompt = (run["prompt_name"], run["prompt_version"])
+        assert_unified(recorder, run, prompt=prompt, client_generation=path == "langfuse_openai")
+        assert_one_generation_from_the_proxy(
+            recorder, run, client_generation=path == "langfuse_openai"
+        )
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_200_concurrent_traces_through_the_collector_zero_cross_talk(
+    variant: str, recorder: RecordingServer, rotel: RotelForwarder, request: pytest.FixtureRequest
+) -> None:
+    proxy: ProxyProcess = request.getfixturevalue(f"{variant}_proxy")
+    env = client_env(
+        recorder.url,
+        proxy.url,
         SCENARIO_PATH="use_prompt",
         SCENARIO_CALL="async",
         SCENARIO_PROMPTS="test-prompt,second prompt+%",
@@ -283,6 +444,47 @@ def test_200_concurrent_traces_through_the_collector_zero_cross_talk(
         assert_one_generation_from_the_proxy(recorder, run, client_generation=False)
     assert len(proxy_generations(recorder.spans())) == 200
     assert_came_through_rotel(recorder)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_no_context_through_the_collector_is_logged_exactly_as_without_the_bridge(
+    variant: str, recorder: RecordingServer, rotel: RotelForwarder, request: pytest.FixtureRequest
+) -> None:
+    proxy: ProxyProcess = request.getfixturevalue(f"{variant}_proxy")
+    plain: ProxyProcess = request.getfixturevalue(f"plain_{variant}_proxy")
+    assert_logged_as_without_the_bridge(recorder, proxy, plain)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_old_metadata_through_the_collector_gets_the_same_result_as_before(
+    variant: str, recorder: RecordingServer, rotel: RotelForwarder, request: pytest.FixtureRequest
+) -> None:
+    """The hand-built workaround's keys: the OTel paths honour none but generation_name, and
+    the bridge changes nothing about that (its metadata prompt wins over the header's)."""
+    legacy = {
+        "metadata": {
+            "existing_trace_id": "{trace_id}",
+            "parent_observation_id": "{span_id}",
+            "generation_name": "legacy-generation",
+            "prompt": {"name": "second prompt+%", "version": 4, "prompt": []},
+        }
+    }
+    results = []
+    for name in (f"plain_{variant}_proxy", f"{variant}_proxy"):
+        target: ProxyProcess = request.getfixturevalue(name)
+        run, generation, _ = run_with_extra_body(recorder, target, legacy)
+        results.append(
+            (
+                generation.trace_id == run["trace_id"],
+                generation.name,
+                generation.attributes.get(PROMPT_NAME),
+            )
+        )
+    assert results[0] == results[1]
+    assert results[1][0] is True  # joined from the traceparent, on both proxies
+    assert results[1][2] is None  # a metadata prompt is never linked on the OTel paths
 
 
 @pytest.mark.e2e

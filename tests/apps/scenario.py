@@ -11,6 +11,7 @@ SCENARIO_PROMPTS        comma-separated prompt names, used one after the other (
 SCENARIO_CONCURRENCY    N > 1: N concurrent async traces, prompts assigned round-robin
 SCENARIO_OTHER_URL      a non-gateway origin called inside the same context (leak check)
 SCENARIO_EXTRA_BODY     JSON merged into extra_body (the old hand-built metadata)
+SCENARIO_REPEAT         run each prompt's sync/async scenario N times in a row (default 1)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 
 if os.environ.get("SCENARIO_INSTRUMENT") == "call":
     import otel_bridge
@@ -39,6 +41,7 @@ EXTRA_BODY = os.environ.get("SCENARIO_EXTRA_BODY")
 BASE_URL = os.environ["SCENARIO_BASE_URL"]
 API_KEY = os.environ["SCENARIO_API_KEY"]
 MODEL = os.environ.get("SCENARIO_MODEL", "llama3.2:1b")
+REPEAT = int(os.environ.get("SCENARIO_REPEAT", "1"))
 
 if PATH == "langfuse_openai":
     from langfuse.openai import openai
@@ -78,7 +81,7 @@ def prompt_scope(prompt: object) -> object:
     return contextlib.nullcontext()
 
 
-def report(span: object, prompt: object) -> None:
+def report(span: object, prompt: object, call_seconds: float) -> None:
     print(
         json.dumps(
             {
@@ -86,6 +89,8 @@ def report(span: object, prompt: object) -> None:
                 "span_id": span.id,
                 "prompt_name": prompt.name,
                 "prompt_version": prompt.version,
+                # The app's own view of the gateway call: what an export problem must not slow.
+                "call_seconds": call_seconds,
             }
         ),
         flush=True,
@@ -99,6 +104,7 @@ def run_sync(prompt_name: str) -> None:
         as_type="span", name="run-test", input=messages
     ) as span:
         with prompt_scope(prompt):
+            started = time.perf_counter()
             response = sync_client.chat.completions.create(**request_kwargs(prompt, messages, span))
             if CALL == "stream":
                 text = "".join(
@@ -106,11 +112,12 @@ def run_sync(prompt_name: str) -> None:
                 )
             else:
                 text = response.choices[0].message.content
+            call_seconds = time.perf_counter() - started
             if OTHER_URL:
                 httpx.get(OTHER_URL)
                 httpx2.get(OTHER_URL)
         span.update(output=text)
-        report(span, prompt)
+        report(span, prompt, call_seconds)
 
 
 async def run_async(prompt_name: str) -> None:
@@ -120,6 +127,7 @@ async def run_async(prompt_name: str) -> None:
         as_type="span", name="run-test", input=messages
     ) as span:
         with prompt_scope(prompt):
+            started = time.perf_counter()
             response = await async_client.chat.completions.create(
                 **request_kwargs(prompt, messages, span)
             )
@@ -129,13 +137,14 @@ async def run_async(prompt_name: str) -> None:
                 )
             else:
                 text = response.choices[0].message.content
+            call_seconds = time.perf_counter() - started
             if OTHER_URL:
                 async with httpx.AsyncClient() as other:
                     await other.get(OTHER_URL)
                 async with httpx2.AsyncClient() as other2:
                     await other2.get(OTHER_URL)
         span.update(output=text)
-        report(span, prompt)
+        report(span, prompt, call_seconds)
 
 
 async def run_concurrent() -> None:
@@ -146,7 +155,8 @@ async def run_concurrent() -> None:
 async def run_sequential() -> None:
     # One event loop for all calls: the async client's connection pool is bound to it.
     for name in PROMPTS:
-        await run_async(name)
+        for _ in range(REPEAT):
+            await run_async(name)
 
 
 def main() -> int:
@@ -155,7 +165,8 @@ def main() -> int:
     else:
         if CALL in ("sync", "stream"):
             for name in PROMPTS:
-                run_sync(name)
+                for _ in range(REPEAT):
+                    run_sync(name)
         else:
             asyncio.run(run_sequential())
     langfuse.flush()
