@@ -99,24 +99,26 @@ def cpu_us(body: Callable[[int], None], number: int) -> float:
 
 def interleaved(
     loops: dict[str, Callable[[int], None]], number: int, repeats: int
-) -> dict[str, float]:
-    """Median CPU us per call of each loop, the loops taking turns within every repeat."""
+) -> dict[str, list[float]]:
+    """CPU us per call of each loop in every repeat, the loops taking turns within a repeat."""
     samples: dict[str, list[float]] = {name: [] for name in loops}
     names = list(loops)
     for index in range(repeats):
         for name in names[index % len(names) :] + names[: index % len(names)]:
             samples[name].append(cpu_us(loops[name], number))
-    return {name: median(values) for name, values in samples.items()}
+    return samples
 
 
-def compare(name: str, costs: dict[str, float]) -> dict[str, float]:
-    plain, bridge, plain_2 = costs[PLAIN], costs[BRIDGE], costs[PLAIN_2]
+def compare(name: str, samples: dict[str, list[float]]) -> dict[str, float]:
+    """Medians, and the added cost as the median of the differences within each repeat (the
+    loops of one repeat run back to back, so a slow stretch of the machine cancels out)."""
+    plain, bridge, plain_2 = samples[PLAIN], samples[BRIDGE], samples[PLAIN_2]
     return {
-        "plain_us": plain,
-        "bridge_us": bridge,
-        "added_us": bridge - plain,
-        "ratio": bridge / plain,
-        "noise_us": plain_2 - plain,
+        "plain_us": median(plain),
+        "bridge_us": median(bridge),
+        "added_us": median([b - a for a, b in zip(plain, bridge, strict=True)]),
+        "ratio": median(bridge) / median(plain),
+        "noise_us": median([b - a for a, b in zip(plain, plain_2, strict=True)]),
     }
 
 
@@ -302,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             inject_results,
         )
         request_results = real_requests(
-            setup, urls, number=50 if args.quick else 400, repeats=5 if args.quick else 20
+            setup, urls, number=50 if args.quick else 400, repeats=5 if args.quick else 40
         )
         report(
             "2. real requests to a local server (client CPU us per request, median of repeats)",
@@ -317,11 +319,16 @@ def main(argv: list[str] | None = None) -> int:
             server.kill()
             server.wait(timeout=5)
 
-    worst = max(r["added_us"] for r in [*inject_results.values(), *request_results.values()])
+    # The target is the bridge's own work per request over plain injection (section 1); in a
+    # real request (section 2) the same work sits inside ~500 us whose noise floor is shown.
+    worst = max(r["added_us"] for r in inject_results.values())
+    worst_real = max(r["added_us"] for r in request_results.values())
+    noise_real = max(abs(r["noise_us"]) for r in request_results.values())
     gateway, other = inject_results["gateway"], inject_results["other origin"]
     print(
-        f"\nadded cost per outbound request: at most {worst:.2f} us; "
-        f"target <= {TARGET_US:.0f} us: {'met' if worst <= TARGET_US else 'NOT met'}"
+        f"\nadded cost per outbound request (injection): at most {worst:.2f} us; "
+        f"target <= {TARGET_US:.0f} us: {'met' if worst <= TARGET_US else 'NOT met'}\n"
+        f"in real requests: at most {worst_real:+.2f} us (A vs A noise up to {noise_real:.2f} us)"
     )
     print(
         ratio_line(

@@ -44,7 +44,8 @@ PromptSource = Callable[[], PromptRef | None]
 
 # Spans are weakly held: a span that is gone can never be current again.
 _gateway_spans: weakref.WeakSet[trace.Span] = weakref.WeakSet()
-_gateways: frozenset[Origin] = frozenset()
+# Each gateway origin, with the label its client spans carry.
+_gateways: dict[Origin, str] = {}
 _prompt_sources: list[PromptSource] = []
 
 
@@ -85,14 +86,17 @@ def current_prompt(context: Context | None = None) -> PromptRef | None:
     return prompt_from_baggage(otel_baggage.get_all(context))
 
 
-def _origin_of(url: object) -> Origin | None:
+def _origin_of(url: Any) -> Origin | None:
     # httpx.URL and httpx2.URL expose their parts; the transport API may pass a tuple.
     if isinstance(url, tuple):
         scheme, host, port = (
             part.decode("ascii", "replace") if isinstance(part, bytes) else part for part in url[:3]
         )
     else:
-        scheme, host, port = (getattr(url, name, None) for name in ("scheme", "host", "port"))
+        try:
+            scheme, host, port = url.scheme, url.host, url.port
+        except AttributeError:
+            return None
     if not isinstance(scheme, str) or not isinstance(host, str):
         return None
     return _cached_origin(scheme, host, port if isinstance(port, int) else None)
@@ -110,10 +114,11 @@ def request_hook(span: trace.Span, request: Any) -> None:
     answering 302 to another origin would otherwise hand the prompt link on.
     """
     origin = _origin_of(getattr(request, "url", None)) if _gateways else None
-    if origin is not None and origin in _gateways:
+    label = _gateways.get(origin) if origin is not None else None
+    if label is not None:
         _gateway_spans.add(span)
         if span.is_recording():
-            span.set_attribute(GATEWAY_ATTRIBUTE, str(origin))
+            span.set_attribute(GATEWAY_ATTRIBUTE, label)
         return
     _strip_langfuse_baggage(getattr(request, "headers", None))
 
@@ -152,18 +157,20 @@ class GatewayBaggagePropagator(BaggagePropagator):
     def outbound(
         self, entries: Mapping[str, object], context: Context | None
     ) -> Iterable[tuple[str, str]]:
-        everywhere = super().outbound(entries, context)
         if trace.get_current_span(context) not in _gateway_spans:
-            return everywhere
-        langfuse = [
-            (key, str(value))
-            for key, value in entries.items()
-            if key.startswith(LANGFUSE_BAGGAGE_PREFIX)
-            and key not in (PROMPT_NAME_KEY, PROMPT_VERSION_KEY)
-        ]
+            return super().outbound(entries, context)
         prompt = current_prompt(context)
         # The bridge's own members go first so the W3C size limit never cuts them.
-        return [*(prompt_members(prompt) if prompt else ()), *langfuse, *everywhere]
+        members = prompt_members(prompt) if prompt else []
+        everywhere = []
+        for key, value in entries.items():
+            if not key.startswith(LANGFUSE_BAGGAGE_PREFIX):
+                if not key.startswith(self.refused_prefixes):
+                    everywhere.append((key, str(value)))
+            elif key not in (PROMPT_NAME_KEY, PROMPT_VERSION_KEY):
+                members.append((key, str(value)))
+        members += everywhere
+        return members
 
 
 def configure(
@@ -172,7 +179,7 @@ def configure(
 ) -> None:
     """Set which origins are gateways and where prompts may come from (process-wide)."""
     global _gateways
-    _gateways = frozenset(gateways)
+    _gateways = {origin: str(origin) for origin in gateways}
     _prompt_sources[:] = list(prompt_sources)
     if not _gateways:
         _logger.warning(
@@ -183,5 +190,5 @@ def configure(
 
 def reset() -> None:
     global _gateways
-    _gateways = frozenset()
+    _gateways = {}
     _prompt_sources.clear()

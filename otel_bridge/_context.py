@@ -234,6 +234,12 @@ def format_baggage(members: Iterable[tuple[str, str]]) -> str:
     8192 bytes are dropped whole. Values are percent-encoded with ``%20`` for space, the
     form every W3C implementation decodes the same way.
     """
+    return _format_members(tuple(members))
+
+
+# A process sends the same few baggage lists over and over: encode each list once.
+@functools.lru_cache(maxsize=256)
+def _format_members(members: tuple[tuple[str, str], ...]) -> str:
     parts: list[str] = []
     size = 0
     for key, value in members:
