@@ -233,13 +233,29 @@ class LoadGen:
                 self.process.wait(timeout=5)
 
 
-def proxy_target_spec(baggage: str | None) -> dict[str, Any]:
+# The workaround the bridge replaces: the caller hand-builds LiteLLM's Langfuse metadata.
+WORKAROUND_BODY = json.dumps(
+    {
+        **json.loads(CHAT_BODY),
+        "metadata": {
+            "existing_trace_id": "{trace_id}",
+            "parent_observation_id": "{span_id}",
+            "prompt": {"name": PROMPT_NAME, "version": PROMPT_VERSION, "prompt": []},
+        },
+    },
+    separators=(",", ":"),
+)
+
+
+def proxy_target_spec(baggage: str | None, body: str = CHAT_BODY) -> dict[str, Any]:
+    """What the load generator sends: the OpenAI SDK's request, a fresh ``traceparent`` each
+    time, ``baggage`` if given; ``body`` may name the traceparent's ids (see _loadgen.py)."""
     from otel_bridge.demo._stack import MASTER_KEY
 
     return {
         "path": "/chat/completions",
         "headers": {**OPENAI_LIKE_HEADERS, "Authorization": f"Bearer {MASTER_KEY}"},
-        "body": CHAT_BODY,
+        "body": body,
         "baggage": baggage,
     }
 
@@ -291,10 +307,16 @@ def running_proxies(
 
 
 def verify_bridge(
-    proxies: dict[str, Any], bridged: dict[str, bool], recorder: Any, baggage: str
+    proxies: dict[str, Any],
+    linked: dict[str, bool],
+    recorder: Any,
+    baggage: str,
+    bodies: dict[str, str] | None = None,
 ) -> None:
-    """Send one request to each proxy and check, in what it exported, that the bridge ran
-    exactly where expected: otherwise a benchmark could compare two unbridged proxies."""
+    """Send one request to each proxy (its body from ``bodies``, by default the plain chat
+    request) and check, in what it exported, that the generation is linked to the caller's
+    span and prompt exactly where expected: otherwise a benchmark could compare two unbridged
+    proxies."""
     import httpx
 
     from otel_bridge.demo._stack import MASTER_KEY
@@ -306,14 +328,17 @@ def verify_bridge(
         headers = {
             "Authorization": f"Bearer {MASTER_KEY}",
             "traceparent": f"00-{trace_id}-{span_id}-01",
-            "baggage": baggage,
             "Content-Type": "application/json",
         }
+        body = (bodies or {}).get(name, CHAT_BODY)
+        if body == CHAT_BODY:
+            headers["baggage"] = baggage
+        body = body.replace("{trace_id}", trace_id).replace("{span_id}", span_id)
         response = httpx.post(
-            f"{proxy.url}/chat/completions", content=CHAT_BODY, headers=headers, timeout=60
+            f"{proxy.url}/chat/completions", content=body, headers=headers, timeout=60
         )
         response.raise_for_status()
-        expected[name] = (response.json()["id"], span_id, bridged[name])
+        expected[name] = (response.json()["id"], span_id, linked[name])
 
     def generation(response_id: str, spans: list[Any]) -> Any:
         for span in spans:
@@ -325,14 +350,14 @@ def verify_bridge(
         lambda spans: all(generation(r, spans) is not None for r, _, _ in expected.values()),
         timeout=60,
     )
-    for name, (response_id, span_id, is_bridged) in expected.items():
+    for name, (response_id, span_id, is_linked) in expected.items():
         span = generation(response_id, spans)
-        linked = span.attributes.get("langfuse.observation.prompt.name") == PROMPT_NAME
+        has_prompt = span.attributes.get("langfuse.observation.prompt.name") == PROMPT_NAME
         parented = span.parent_span_id == span_id
-        if is_bridged != (linked and parented):
+        if is_linked != (has_prompt and parented):
             raise SystemExit(
-                f"proxy {name}: expected bridged={is_bridged}, but its generation has "
-                f"prompt link={linked}, parent=caller span: {parented}"
+                f"proxy {name}: expected a linked generation: {is_linked}, but it has "
+                f"prompt link={has_prompt}, parent=caller span: {parented}"
             )
     recorder.clear()
 

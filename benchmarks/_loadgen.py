@@ -13,8 +13,10 @@ Protocol: one JSON command per line on stdin, one JSON answer per line on stdout
     {"op": "close"}                                            -> {"ok": true}, then exits
 
 Every request gets its own W3C ``traceparent`` (random ids, sampled) and, when the target has
-one, the same ``baggage`` value: what an instrumented client sends to its gateway. The load
-generator exits when stdin closes, so it never outlives the script that started it.
+one, the same ``baggage`` value: what an instrumented client sends to its gateway. A body may
+name those ids as ``{trace_id}`` and ``{span_id}`` (the hand-built metadata of the workaround
+the bridge replaces). The load generator exits when stdin closes, so it never outlives the
+script that started it.
 """
 
 from __future__ import annotations
@@ -38,11 +40,11 @@ class Target:
         self.port: int = int(spec["port"])
         self.path: str = spec.get("path", "/")
         self.body: bytes = spec.get("body", "").encode()
+        self.templated = b"{trace_id}" in self.body or b"{span_id}" in self.body
         self.baggage: str | None = spec.get("baggage")
         headers = {
             "Host": f"{self.host}:{self.port}",
             "Content-Type": "application/json",
-            "Content-Length": str(len(self.body)),
             **spec.get("headers", {}),
         }
         self.head = "".join(f"{key}: {value}\r\n" for key, value in headers.items())
@@ -55,7 +57,12 @@ class Target:
         context = f"traceparent: 00-{trace_id:032x}-{span_id:016x}-01\r\n"
         if self.baggage:
             context += f"baggage: {self.baggage}\r\n"
-        return f"POST {self.path} HTTP/1.1\r\n{self.head}{context}\r\n".encode() + self.body
+        body = self.body
+        if self.templated:
+            body = body.replace(b"{trace_id}", f"{trace_id:032x}".encode())
+            body = body.replace(b"{span_id}", f"{span_id:016x}".encode())
+        head = f"POST {self.path} HTTP/1.1\r\n{self.head}Content-Length: {len(body)}\r\n"
+        return f"{head}{context}\r\n".encode() + body
 
     async def connect(self) -> Connection:
         return await asyncio.open_connection(self.host, self.port)

@@ -6,7 +6,11 @@ callback exporting to a local Langfuse test double:
 
 * ``unbridged``   the config without the bridge callback (the baseline, "A");
 * ``bridged``     the config as shipped, with ``otel_bridge.litellm.bridge`` ("B");
-* ``unbridged-2`` a second, identical baseline ("A'"): B/A is only meaningful next to A'/A.
+* ``unbridged-2`` a second, identical baseline ("A'"): B/A is only meaningful next to A'/A;
+* ``workaround``  an unbridged proxy whose callers hand-build LiteLLM's Langfuse metadata
+  (``existing_trace_id``, ``parent_observation_id``, ``prompt``) in every request body, the
+  workaround the bridge replaces ("W"): B/W is what the bridge costs over that, and W/A what
+  LiteLLM's Langfuse logging itself spends on a linked generation.
 
 A load generator in its own process sends the same requests to each (OpenAI-SDK-like headers
 plus a fresh ``traceparent`` and the prompt ``baggage`` on every request) at each concurrency
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    WORKAROUND_BODY,
     LoadGen,
     bridge_baggage,
     command_line,
@@ -46,7 +51,7 @@ from _common import (
     verify_bridge,
 )
 
-BASE, BRIDGED, TWIN = "unbridged", "bridged", "unbridged-2"
+BASE, BRIDGED, TWIN, WORKAROUND = "unbridged", "bridged", "unbridged-2", "workaround"
 TARGETS = {"throughput_ratio_min": 0.98, "p50_diff_ms_max": 0.2}
 
 
@@ -121,7 +126,7 @@ def compare(test: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
 def run_level(
     load: LoadGen, pids: dict[str, int], recorder: Any, level: int, args: argparse.Namespace
 ) -> dict[str, Any]:
-    names = [BASE, BRIDGED, TWIN]
+    names = [BASE, BRIDGED, TWIN, WORKAROUND]
     per_round = args.round_size or (10 if args.quick else max(150, 3 * level))
     rounds_count = math.ceil(args.requests / per_round)
     default_warmup = 10 if args.quick else max(2 * level, 200)
@@ -132,7 +137,7 @@ def run_level(
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     cpu_start = {name: cpu_seconds(pids[name]) for name in names}
     for index in range(rounds_count):
-        order = names[index % 3 :] + names[: index % 3]
+        order = names[index % len(names) :] + names[: index % len(names)]
         for name in order:
             rounds[name].append(load.run(name, level, per_round))
         recorder.clear()  # bounded memory in this process, whatever the run length
@@ -148,6 +153,8 @@ def run_level(
         "proxies": results,
         "bridged_vs_unbridged": compare(results[BRIDGED], results[BASE]),
         "noise_floor": compare(results[TWIN], results[BASE]),
+        "bridged_vs_workaround": compare(results[BRIDGED], results[WORKAROUND]),
+        "workaround_vs_unbridged": compare(results[WORKAROUND], results[BASE]),
     }
 
 
@@ -166,6 +173,8 @@ def report(level: dict[str, Any]) -> None:
     for label, key in (
         ("bridged/unbridged", "bridged_vs_unbridged"),
         ("noise A'/A", "noise_floor"),
+        ("bridged/workaround", "bridged_vs_workaround"),
+        ("workaround/unbridged", "workaround_vs_unbridged"),
     ):
         d = level[key]
         print(
@@ -177,9 +186,12 @@ def report(level: dict[str, Any]) -> None:
             f"cpu/request {d['cpu_diff_us']:+.0f} us"
         )
     bridged, noise = level["bridged_vs_unbridged"], level["noise_floor"]
+    workaround = level["bridged_vs_workaround"]
     print(
         ratio_line(
             f"proxy_c{c}",
+            vs_workaround_throughput=workaround["throughput_ratio"],
+            vs_workaround_cpu_diff_us=workaround["cpu_diff_us"],
             throughput=bridged["throughput_ratio"],
             noise_throughput=noise["throughput_ratio"],
             pooled_throughput=bridged["pooled_throughput_ratio"],
@@ -202,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"$ {command_line()}\n{machine_summary()}", flush=True)
     baggage = bridge_baggage()
-    bridged = {BASE: False, BRIDGED: True, TWIN: False}
+    bridged = {BASE: False, BRIDGED: True, TWIN: False, WORKAROUND: False}
+    linked = {**bridged, WORKAROUND: True}
+    bodies = {WORKAROUND: WORKAROUND_BODY}
     results: list[dict[str, Any]] = []
     started = time.monotonic()
     with (
@@ -211,12 +225,21 @@ def main(argv: list[str] | None = None) -> int:
         running_proxies(bridged, Path(workdir), recorder.url) as proxies,
     ):
         print(f"proxies up after {time.monotonic() - started:.1f}s", flush=True)
-        verify_bridge(proxies, bridged, recorder, baggage)
-        print("checked: only the bridged proxy links the caller's span and prompt", flush=True)
+        verify_bridge(proxies, linked, recorder, baggage, bodies)
+        print(
+            "checked: the bridged proxy (headers) and the workaround (metadata) link the "
+            "caller's span and prompt, the unbridged ones do not",
+            flush=True,
+        )
         load = LoadGen()
         try:
             for name, proxy in proxies.items():
-                load.target(name, proxy.url, **proxy_target_spec(baggage))
+                spec = (
+                    proxy_target_spec(None, WORKAROUND_BODY)
+                    if name == WORKAROUND
+                    else proxy_target_spec(baggage)
+                )
+                load.target(name, proxy.url, **spec)
             pids = {name: proxy.process.pid for name, proxy in proxies.items()}
             for level in args.levels:
                 results.append(run_level(load, pids, recorder, level, args))
