@@ -206,3 +206,41 @@ def run_with_extra_body(
     (generation,) = llm_call_spans(recorder, 1)
     observations = {o["id"]: o for o in recorder.trace(generation.trace_id)["observations"]}
     return run, generation, observations
+
+
+TWO_PROMPTS = "test-prompt,second prompt+%"
+
+
+def run_two_prompts(
+    recorder: RecordingServer, proxy: ProxyProcess, *, path: str, call: str, concurrency: int = 1
+) -> list[dict[str, Any]]:
+    """Issue point 4: the scenario with two prompts, one after the other (``concurrency`` 1) or
+    as that many concurrent traces assigned round-robin; every proxy generation must sit in its
+    own caller's trace with its own caller's prompt. Returns the runs."""
+    env = client_env(
+        recorder.url,
+        proxy.url,
+        SCENARIO_PATH=path,
+        SCENARIO_CALL=call,
+        SCENARIO_PROMPTS=TWO_PROMPTS,
+        SCENARIO_CONCURRENCY=str(concurrency),
+    )
+    runs = run_scenario(env)
+    expected = max(concurrency, 2)
+    assert len(runs) == expected
+    assert len({r["trace_id"] for r in runs}) == expected
+    if concurrency == 1:
+        assert [(r["prompt_name"], r["prompt_version"]) for r in runs] == [
+            ("test-prompt", 1),
+            ("second prompt+%", 4),
+        ]
+    wait_for_proxy_generations(recorder, expected, timeout=90)
+    for run in runs:
+        assert_unified(
+            recorder,
+            run,
+            prompt=(run["prompt_name"], run["prompt_version"]),
+            client_generation=path == "langfuse_openai",
+        )
+    assert len(proxy_generations(recorder.spans())) == expected
+    return runs

@@ -23,6 +23,7 @@ from e2e_assertions import (
     is_proxy_span,
     llm_call_spans,
     proxy_generations,
+    run_two_prompts,
     run_with_extra_body,
     wait_for_proxy_generations,
 )
@@ -164,52 +165,14 @@ def test_one_trace_one_prompt_link(
 def test_two_prompts_one_after_the_other(
     path: str, call: str, recorder: RecordingServer, proxy: ProxyProcess
 ) -> None:
-    env = client_env(
-        recorder.url,
-        proxy.url,
-        SCENARIO_PATH=path,
-        SCENARIO_CALL=call,
-        SCENARIO_PROMPTS="test-prompt,second prompt+%",
-    )
-    runs = run_scenario(env)
-    assert [(r["prompt_name"], r["prompt_version"]) for r in runs] == [
-        ("test-prompt", 1),
-        ("second prompt+%", 4),
-    ]
-    wait_for_proxy_generations(recorder, 2)
-    for run in runs:
-        assert_unified(
-            recorder,
-            run,
-            prompt=(run["prompt_name"], run["prompt_version"]),
-            client_generation=path == "langfuse_openai",
-        )
+    run_two_prompts(recorder, proxy, path=path, call=call)
 
 
 @pytest.mark.parametrize("path", PATHS)
 def test_200_concurrent_traces_zero_cross_talk(
     path: str, recorder: RecordingServer, proxy: ProxyProcess
 ) -> None:
-    env = client_env(
-        recorder.url,
-        proxy.url,
-        SCENARIO_PATH=path,
-        SCENARIO_CALL="async",
-        SCENARIO_PROMPTS="test-prompt,second prompt+%",
-        SCENARIO_CONCURRENCY="200",
-    )
-    runs = run_scenario(env)
-    assert len(runs) == 200
-    assert len({r["trace_id"] for r in runs}) == 200
-    wait_for_proxy_generations(recorder, 200, timeout=60)
-    for run in runs:
-        assert_unified(
-            recorder,
-            run,
-            prompt=(run["prompt_name"], run["prompt_version"]),
-            client_generation=path == "langfuse_openai",
-        )
-    assert len(proxy_generations(recorder.spans())) == 200
+    run_two_prompts(recorder, proxy, path=path, call="async", concurrency=200)
 
 
 def test_no_context_is_logged_exactly_as_without_the_bridge(

@@ -40,6 +40,7 @@ from e2e_assertions import (
     assert_unified,
     is_proxy_span,
     proxy_generations,
+    run_two_prompts,
     run_with_extra_body,
     wait_for_proxy_generations,
 )
@@ -395,22 +396,7 @@ def test_two_prompts_one_after_the_other_through_the_collector(
     request: pytest.FixtureRequest,
 ) -> None:
     proxy: ProxyProcess = request.getfixturevalue(f"{variant}_proxy")
-    env = client_env(
-        recorder.url,
-        proxy.url,
-        SCENARIO_PATH=path,
-        SCENARIO_CALL="async",
-        SCENARIO_PROMPTS="test-prompt,second prompt+%",
-    )
-    runs = run_scenario(env)
-    assert [(r["prompt_name"], r["prompt_version"]) for r in runs] == [
-        ("test-prompt", 1),
-        ("second prompt+%", 4),
-    ]
-    wait_for_proxy_generations(recorder, 2)
-    for run in runs:
-        prompt = (run["prompt_name"], run["prompt_version"])
-        assert_unified(recorder, run, prompt=prompt, client_generation=path == "langfuse_openai")
+    for run in run_two_prompts(recorder, proxy, path=path, call="async"):
         assert_one_generation_from_the_proxy(
             recorder, run, client_generation=path == "langfuse_openai"
         )
@@ -422,27 +408,9 @@ def test_200_concurrent_traces_through_the_collector_zero_cross_talk(
     variant: str, recorder: RecordingServer, rotel: RotelForwarder, request: pytest.FixtureRequest
 ) -> None:
     proxy: ProxyProcess = request.getfixturevalue(f"{variant}_proxy")
-    env = client_env(
-        recorder.url,
-        proxy.url,
-        SCENARIO_PATH="use_prompt",
-        SCENARIO_CALL="async",
-        SCENARIO_PROMPTS="test-prompt,second prompt+%",
-        SCENARIO_CONCURRENCY="200",
-    )
-    runs = run_scenario(env)
-    assert len(runs) == 200
-    assert len({r["trace_id"] for r in runs}) == 200
-    wait_for_proxy_generations(recorder, 200, timeout=90)
+    runs = run_two_prompts(recorder, proxy, path="use_prompt", call="async", concurrency=200)
     for run in runs:
-        assert_unified(
-            recorder,
-            run,
-            prompt=(run["prompt_name"], run["prompt_version"]),
-            client_generation=False,
-        )
         assert_one_generation_from_the_proxy(recorder, run, client_generation=False)
-    assert len(proxy_generations(recorder.spans())) == 200
     assert_came_through_rotel(recorder)
 
 
