@@ -244,3 +244,15 @@ def run_two_prompts(
         )
     assert len(proxy_generations(recorder.spans())) == expected
     return runs
+
+
+# The seed workaround: the caller hand-builds LiteLLM's Langfuse metadata in extra_body, naming
+# its own ids (see run_with_extra_body), with another prompt than the one in its context.
+WORKAROUND_METADATA = {
+    "metadata": {
+        "existing_trace_id": "{trace_id}",
+        "parent_observation_id": "{span_id}",
+        "generation_name": "legacy-generation",
+        "prompt": {"name": "second prompt+%", "version": 4, "prompt": []},
+    }
+}

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from e2e_assertions import (
+    WORKAROUND_METADATA,
     assert_logged_as_without_the_bridge,
     assert_unified,
     is_proxy_span,
@@ -184,17 +185,9 @@ def test_no_context_is_logged_exactly_as_without_the_bridge(
 def test_legacy_metadata_wins_and_matches_the_old_result(
     variant: str, recorder: RecordingServer, proxy: ProxyProcess, plain_proxy: ProxyProcess
 ) -> None:
-    legacy = {
-        "metadata": {
-            "existing_trace_id": "{trace_id}",
-            "parent_observation_id": "{span_id}",
-            "generation_name": "legacy-generation",
-            "prompt": {"name": "second prompt+%", "version": 4, "prompt": []},
-        }
-    }
     results = []
     for target in (plain_proxy, proxy):
-        run, generation, observations = run_with_extra_body(recorder, target, legacy)
+        run, generation, observations = run_with_extra_body(recorder, target, WORKAROUND_METADATA)
         proxy_obs = observations[generation.span_id]
         parent = observations.get(proxy_obs["parentObservationId"], {})
         results.append(
@@ -223,10 +216,10 @@ def test_a_caller_chosen_trace_wins_over_the_traceparent(
 ) -> None:
     """The caller names another trace than its traceparent's: the bridge mixes nothing in."""
     chosen = "c" * 32
-    legacy = {"metadata": {"existing_trace_id": chosen, "generation_name": "chosen-trace"}}
+    caller = {"metadata": {"existing_trace_id": chosen, "generation_name": "chosen-trace"}}
     results = []
     for target in (plain_proxy, proxy):
-        run, generation, observations = run_with_extra_body(recorder, target, legacy)
+        run, generation, observations = run_with_extra_body(recorder, target, caller)
         parent_id = observations[generation.span_id]["parentObservationId"]
         results.append(
             (

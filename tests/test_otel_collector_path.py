@@ -36,6 +36,7 @@ from collector_forwarder import (
 from e2e_assertions import (
     CLIENT_SERVICE,
     PROMPT_NAME,
+    WORKAROUND_METADATA,
     assert_logged_as_without_the_bridge,
     assert_unified,
     is_proxy_span,
@@ -431,18 +432,10 @@ def test_old_metadata_through_the_collector_gets_the_same_result_as_before(
 ) -> None:
     """The hand-built workaround's keys: the OTel paths honour none but generation_name, and
     the bridge changes nothing about that (its metadata prompt wins over the header's)."""
-    legacy = {
-        "metadata": {
-            "existing_trace_id": "{trace_id}",
-            "parent_observation_id": "{span_id}",
-            "generation_name": "legacy-generation",
-            "prompt": {"name": "second prompt+%", "version": 4, "prompt": []},
-        }
-    }
     results = []
     for name in (f"plain_{variant}_proxy", f"{variant}_proxy"):
         target: ProxyProcess = request.getfixturevalue(name)
-        run, generation, _ = run_with_extra_body(recorder, target, legacy)
+        run, generation, _ = run_with_extra_body(recorder, target, WORKAROUND_METADATA)
         results.append(
             (
                 generation.trace_id == run["trace_id"],
