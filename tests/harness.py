@@ -66,8 +66,13 @@ def client_env(recorder_url: str, proxy_url: str, **extra: str) -> dict[str, str
 def run_scenario(
     env: Mapping[str, str], *, launcher: bool = True, timeout: float = 180
 ) -> list[dict[str, Any]]:
-    """Run the scenario app in its own process; returns one record per `run-test` span."""
-    bindir = Path(sys.executable).parent
+    """Run the scenario app in its own process; returns one record per `run-test` span.
+
+    The app tier's interpreter is OTEL_BRIDGE_APP_PYTHON (from `env`, else this process's
+    environment; a matrix cell's venv), or this interpreter."""
+    python = env.get("OTEL_BRIDGE_APP_PYTHON") or os.environ.get("OTEL_BRIDGE_APP_PYTHON")
+    python = python or sys.executable
+    bindir = Path(python).parent
     if launcher:
         env = {
             **env,
@@ -75,10 +80,10 @@ def run_scenario(
             "OTEL_PYTHON_CONFIGURATOR": "otel_bridge",
             "SCENARIO_INSTRUMENT": "launcher",
         }
-        command = [str(bindir / "opentelemetry-instrument"), sys.executable, str(SCENARIO)]
+        command = [str(bindir / "opentelemetry-instrument"), python, str(SCENARIO)]
     else:
         env = {**env, "SCENARIO_INSTRUMENT": "call"}
-        command = [sys.executable, str(SCENARIO)]
+        command = [python, str(SCENARIO)]
     result = subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise AssertionError(
