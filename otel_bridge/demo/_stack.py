@@ -1,5 +1,7 @@
 """Real processes on loopback for the demo and the tests: a LiteLLM proxy and the demo app.
 
+The model behind the proxy is :mod:`otel_bridge.demo._upstream`, an OpenAI-compatible server.
+
 Everything binds 127.0.0.1 on a port picked here and is stopped by whoever started it.
 """
 
@@ -16,6 +18,8 @@ from typing import Any
 
 import httpx
 import yaml
+
+from otel_bridge.demo._upstream import UPSTREAM_API_KEY
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "litellm"
 MASTER_KEY = "sk-otel-bridge-demo-0123456789"
@@ -36,15 +40,45 @@ def example_config(name: str = "langfuse.yaml") -> dict[str, Any]:
     return config
 
 
+def upstream_config(
+    api_base: str, name: str = "langfuse.yaml", *, bridge: bool = True
+) -> dict[str, Any]:
+    """A shipped example config with every model served through LiteLLM's ``openai`` provider
+    by the OpenAI-compatible server at ``api_base`` (the demo and the tests run
+    :class:`~otel_bridge.demo._upstream.UpstreamServer` there), so LiteLLM's real provider
+    path runs and what the gateway sends upstream can be checked."""
+    return _config_with_models(
+        name,
+        bridge,
+        lambda model: {
+            "model": f"openai/{model}",
+            "api_key": UPSTREAM_API_KEY,
+            "api_base": api_base,
+        },
+    )
+
+
 def mock_config(name: str = "langfuse.yaml", *, bridge: bool = True) -> dict[str, Any]:
-    """A shipped example config with every model answered by LiteLLM's ``mock_response``."""
-    config = example_config(name)
-    for entry in config["model_list"]:
-        entry["litellm_params"] = {
-            "model": f"openai/{entry['model_name']}",
+    """A shipped example config with every model answered by LiteLLM's ``mock_response``: no
+    provider call at all. The benchmarks use it to measure the bridge's own cost without a model
+    server sharing the machine; the demo and the tests use :func:`upstream_config`."""
+    return _config_with_models(
+        name,
+        bridge,
+        lambda model: {
+            "model": f"openai/{model}",
             "api_key": "unused",
             "mock_response": MOCK_ANSWER,
-        }
+        },
+    )
+
+
+def _config_with_models(
+    name: str, bridge: bool, params: Callable[[str], dict[str, Any]]
+) -> dict[str, Any]:
+    config = example_config(name)
+    for entry in config["model_list"]:
+        entry["litellm_params"] = params(entry["model_name"])
     config.pop("environment_variables", None)
     settings = config.setdefault("litellm_settings", {})
     if not bridge:
