@@ -1,7 +1,10 @@
-"""``otel-bridge``: the demo and the trace verifier.
+"""``otel-bridge``: the demo, the trace verifier and the deployment check.
 
 otel-bridge demo                      # everything local: proxy, mock model, recording server
 otel-bridge verify --trace-id ID      # read a trace back from Langfuse and judge it
+otel-bridge check --gateway URL       # probe a running gateway as an instrumented app would
+
+Each subcommand is one ``add_<name>`` (its flags) and one ``<name>_command`` (what it does).
 """
 
 from __future__ import annotations
@@ -12,20 +15,62 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from otel_bridge._verify import Verdict, render_tree, verify
+from otel_bridge._verify import LangfuseReader, PromptWanted, Verdict, render_tree, verify
 
 _REPO = Path(__file__).resolve().parent.parent
 _TRACE_LINE = re.compile(r"^trace ([0-9a-f]{32}):", re.MULTILINE)
+_PROMPT_LINE = re.compile(r"^prompt (\S+) version (\d+)$", re.MULTILINE)
+# LiteLLM exports its generation in its own batches, after the app's spans; self-hosted
+# Langfuse ingests through a queue. A minute covers both with room to spare.
+DEFAULT_WAIT = 60.0
+DEMO_PROMPT_VERSION_ENV = "OTEL_BRIDGE_DEMO_PROMPT_VERSION"
 
 
 def _langfuse_settings() -> tuple[str, str, str] | None:
     public, secret = os.environ.get("LANGFUSE_PUBLIC_KEY"), os.environ.get("LANGFUSE_SECRET_KEY")
     base = os.environ.get("LANGFUSE_BASE_URL") or os.environ.get("LANGFUSE_HOST")
     return (base, public, secret) if public and secret and base else None
+
+
+def _reader_from(args: argparse.Namespace, command: str) -> LangfuseReader:
+    settings = _langfuse_settings()
+    base = args.base_url or (settings[0] if settings else None)
+    public = args.public_key or (settings[1] if settings else None)
+    secret = args.secret_key or (settings[2] if settings else None)
+    if not (base and public and secret):
+        raise SystemExit(
+            f"otel-bridge {command}: set LANGFUSE_BASE_URL, LANGFUSE_PUBLIC_KEY and "
+            "LANGFUSE_SECRET_KEY (or pass --base-url/--public-key/--secret-key)"
+        )
+    return LangfuseReader(base, public, secret)
+
+
+def _add_langfuse_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base-url", help="Langfuse host (default LANGFUSE_BASE_URL/HOST)")
+    parser.add_argument("--public-key", help="default LANGFUSE_PUBLIC_KEY")
+    parser.add_argument("--secret-key", help="default LANGFUSE_SECRET_KEY")
+
+
+def _add_wait_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=DEFAULT_WAIT,
+        help=f"seconds to wait for the complete trace (default {DEFAULT_WAIT:.0f})",
+    )
+
+
+def _announce_wait(trace_id: str, base_url: str, wait: float) -> None:
+    until = (datetime.now(UTC) + timedelta(seconds=wait)).strftime("%H:%M:%S UTC")
+    print(
+        f"reading trace {trace_id} from Langfuse at {base_url}; waiting up to {wait:.0f}s "
+        f"(until {until}) for the gateway's generation",
+        flush=True,
+    )
 
 
 def _proxy_python(explicit: str | None) -> Path:
@@ -56,7 +101,8 @@ def _print_verdict(verdict: Verdict) -> None:
     print(verdict.summary())
 
 
-def _run_app(env: dict[str, str]) -> str:
+def _run_app(env: dict[str, str]) -> tuple[str, PromptWanted | None]:
+    """Run the demo app; its trace id and the prompt it used."""
     launcher = Path(sys.executable).parent / "opentelemetry-instrument"
     result = subprocess.run(
         [str(launcher), sys.executable, "-m", "otel_bridge.demo.app"],
@@ -72,10 +118,30 @@ def _run_app(env: dict[str, str]) -> str:
     match = _TRACE_LINE.search(result.stdout)
     if match is None:
         raise SystemExit("otel-bridge demo: the app did not report its trace id")
-    return match.group(1)
+    prompt = _PROMPT_LINE.search(result.stdout)
+    used = PromptWanted(prompt.group(1), int(prompt.group(2))) if prompt else None
+    return match.group(1), used
 
 
-def demo(args: argparse.Namespace) -> int:
+def add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("demo", help="run the scenario through a real LiteLLM proxy")
+    parser.add_argument(
+        "--local", action="store_true", help="use the recording server even if LANGFUSE_* is set"
+    )
+    parser.add_argument(
+        "--proxy-python", help="Python of the proxy tier (default .venv-proxy/bin/python)"
+    )
+    parser.add_argument(
+        "--prompt-version",
+        type=int,
+        help="the version of 'test-prompt' the app uses (default: the production one); a "
+        "version the project lacks shows how a missing prompt is reported",
+    )
+    _add_wait_flag(parser)
+    parser.set_defaults(func=demo_command)
+
+
+def demo_command(args: argparse.Namespace) -> int:
     from otel_bridge.demo._stack import MASTER_KEY, ProxyProcess, mock_config, scrubbed_environ
     from otel_bridge.recording_server import RecordedPrompt, RecordingServer
 
@@ -122,11 +188,14 @@ def demo(args: argparse.Namespace) -> int:
                     "LITELLM_API_KEY": MASTER_KEY,
                     "SEED_TEST_PROMPT": "false" if recorder else "true",
                 }
+                if args.prompt_version is not None:
+                    app_env[DEMO_PROMPT_VERSION_ENV] = str(args.prompt_version)
                 print("running the scenario under opentelemetry-instrument ...")
-                trace_id = _run_app(app_env)
-                # The proxy's Langfuse logger exports on its own schedule (every second).
-                time.sleep(0.5)
-                verdict = verify(base, public, secret, trace_id, wait=args.wait)
+                trace_id, prompt = _run_app(app_env)
+                # The proxy exports its generation on its own schedule: poll for it.
+                reader = LangfuseReader(base, public, secret)
+                _announce_wait(trace_id, base, args.wait)
+                verdict = verify(reader, trace_id, wait=args.wait, expected_prompt=prompt)
         finally:
             if recorder is not None:
                 recorder.stop()
@@ -136,19 +205,84 @@ def demo(args: argparse.Namespace) -> int:
     return 0 if verdict.ok else 1
 
 
+def add_verify(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "verify", help="judge a trace read back from the Langfuse public API"
+    )
+    parser.add_argument("--trace-id", required=True)
+    parser.add_argument(
+        "--prompt",
+        help="NAME[:VERSION] the app linked, so a missing prompt is named even where Langfuse "
+        "drops the link (v3, legacy write mode)",
+    )
+    _add_langfuse_flags(parser)
+    _add_wait_flag(parser)
+    parser.set_defaults(func=verify_command)
+
+
 def verify_command(args: argparse.Namespace) -> int:
-    settings = _langfuse_settings()
-    base = args.base_url or (settings[0] if settings else None)
-    public = args.public_key or (settings[1] if settings else None)
-    secret = args.secret_key or (settings[2] if settings else None)
-    if not (base and public and secret):
-        raise SystemExit(
-            "otel-bridge verify: set LANGFUSE_BASE_URL, LANGFUSE_PUBLIC_KEY and "
-            "LANGFUSE_SECRET_KEY (or pass --base-url/--public-key/--secret-key)"
-        )
-    verdict = verify(base, public, secret, args.trace_id, wait=args.wait)
+    from otel_bridge._check import CheckError, parse_prompt
+
+    reader = _reader_from(args, "verify")
+    try:
+        expected = parse_prompt(args.prompt) if args.prompt else None
+    except CheckError as exc:
+        raise SystemExit(f"otel-bridge verify: {exc}") from None
+    _announce_wait(args.trace_id, reader.base_url, args.wait)
+    verdict = verify(reader, args.trace_id, wait=args.wait, expected_prompt=expected)
     _print_verdict(verdict)
     return 0 if verdict.ok else 1
+
+
+def add_check(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "check",
+        help="send one traced call through a running gateway and say what breaks the trace",
+    )
+    parser.add_argument("--gateway", required=True, help="the LiteLLM proxy's base URL")
+    parser.add_argument(
+        "--api-key", help="LiteLLM key for the gateway (default LITELLM_API_KEY, OPENAI_API_KEY)"
+    )
+    parser.add_argument("--model", help="a model the gateway serves (default LITELLM_MODEL)")
+    parser.add_argument(
+        "--prompt",
+        required=True,
+        help="NAME[:VERSION] of a Langfuse prompt to link (default version: production)",
+    )
+    parser.add_argument(
+        "--export-filter",
+        help="module:function, the should_export_span your app builds its Langfuse client with "
+        "(default: the bridge builds the client)",
+    )
+    _add_langfuse_flags(parser)
+    _add_wait_flag(parser)
+    parser.set_defaults(func=check_command)
+
+
+def check_command(args: argparse.Namespace) -> int:
+    from otel_bridge._check import CheckError, check, env_default, parse_prompt
+
+    reader = _reader_from(args, "check")
+    api_key = args.api_key or env_default("LITELLM_API_KEY", "OPENAI_API_KEY")
+    model = args.model or env_default("LITELLM_MODEL")
+    if not api_key or not model:
+        raise SystemExit(
+            "otel-bridge check: pass --api-key (or set LITELLM_API_KEY/OPENAI_API_KEY) and "
+            "--model (or set LITELLM_MODEL): the key and a model name the gateway accepts"
+        )
+    try:
+        prompt = parse_prompt(args.prompt)
+    except CheckError as exc:
+        raise SystemExit(f"otel-bridge check: {exc}") from None
+    return check(
+        gateway=args.gateway.rstrip("/"),
+        api_key=api_key,
+        model=model,
+        prompt=prompt,
+        reader=reader,
+        wait=args.wait,
+        export_filter=args.export_filter,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -156,28 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="otel-bridge", description=__doc__.splitlines()[0] if __doc__ else None
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    demo_parser = commands.add_parser("demo", help="run the scenario through a real LiteLLM proxy")
-    demo_parser.add_argument(
-        "--local", action="store_true", help="use the recording server even if LANGFUSE_* is set"
-    )
-    demo_parser.add_argument(
-        "--proxy-python", help="Python of the proxy tier (default .venv-proxy/bin/python)"
-    )
-    demo_parser.add_argument(
-        "--wait", type=float, default=30.0, help="seconds to wait for the trace to be complete"
-    )
-    demo_parser.set_defaults(func=demo)
-    verify_parser = commands.add_parser(
-        "verify", help="judge a trace read back from the Langfuse public API"
-    )
-    verify_parser.add_argument("--trace-id", required=True)
-    verify_parser.add_argument("--base-url")
-    verify_parser.add_argument("--public-key")
-    verify_parser.add_argument("--secret-key")
-    verify_parser.add_argument(
-        "--wait", type=float, default=0.0, help="seconds to retry while ingestion catches up"
-    )
-    verify_parser.set_defaults(func=verify_command)
+    add_demo(commands)
+    add_verify(commands)
+    add_check(commands)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
