@@ -1,0 +1,7 @@
+"""``python -m otel_bridge.recording_server``: run the double until SIGTERM/SIGINT."""
+
+import sys
+
+from otel_bridge.recording_server import main
+
+sys.exit(main())
