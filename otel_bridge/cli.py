@@ -1,6 +1,6 @@
 """``otel-bridge``: the demo, the trace verifier and the deployment check.
 
-otel-bridge demo                      # everything local: proxy, mock model, recording server
+otel-bridge demo                      # everything local: proxy, model server, recording server
 otel-bridge verify --trace-id ID      # read a trace back from Langfuse and judge it
 otel-bridge check --gateway URL       # probe a running gateway as an instrumented app would
 
@@ -142,12 +142,21 @@ def add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from otel_bridge.demo._stack import MASTER_KEY, ProxyProcess, mock_config, scrubbed_environ
+    from otel_bridge.demo._stack import (
+        MASTER_KEY,
+        ProxyProcess,
+        scrubbed_environ,
+        upstream_config,
+    )
+    from otel_bridge.demo._upstream import UpstreamServer
     from otel_bridge.recording_server import RecordedPrompt, RecordingServer
 
     real = None if args.local else _langfuse_settings()
     proxy_python = _proxy_python(args.proxy_python)
-    with tempfile.TemporaryDirectory(prefix="otel-bridge-demo-") as workdir:
+    with (
+        tempfile.TemporaryDirectory(prefix="otel-bridge-demo-") as workdir,
+        UpstreamServer() as upstream,
+    ):
         recorder = None
         if real is None:
             recorder = RecordingServer(
@@ -172,8 +181,12 @@ def demo_command(args: argparse.Namespace) -> int:
                 "LANGFUSE_SECRET_KEY": secret,
                 "LANGFUSE_HOST": base,
             }
-            print("starting the LiteLLM proxy (examples/litellm/langfuse.yaml, mock model) ...")
-            with ProxyProcess(mock_config(), proxy_env, Path(workdir), proxy_python) as proxy:
+            print(
+                "starting the LiteLLM proxy (examples/litellm/langfuse.yaml; the model is a "
+                f"loopback OpenAI-compatible server at {upstream.url}) ..."
+            )
+            config = upstream_config(upstream.api_base)
+            with ProxyProcess(config, proxy_env, Path(workdir), proxy_python) as proxy:
                 print(f"LiteLLM proxy with the bridge hook at {proxy.url}")
                 app_env = {
                     **scrubbed_environ(),
