@@ -2108,11 +2108,8 @@ def test_langfuse_v4_checks_catch_a_broken_compose_file(
     assert compose_text.count(old) == 1, f"{how}: {old!r} is not in docker-compose.yml once"
     broken_file = tmp_path / "docker-compose.yml"
     broken_file.write_text(compose_text.replace(old, new), encoding="utf-8")
-    problems = {
-        view: check(resolved_config(env_file, broken_file))
-        for view, env_file in generated_envs.items()
-    }
-    assert any(problems.values()), how
+    # Refused in at least one view (a changed default shows only where .env.example is unset).
+    assert any(check(resolved_config(env, broken_file)) for env in generated_envs.values()), how
 
 
 def test_langfuse_v4_environment_check_catches_a_malformed_encryption_key(
