@@ -1897,8 +1897,9 @@ def _endpoint(url: str) -> tuple[str, int] | None:
 def check_langfuse_v4_s3_endpoints(resolved: Mapping[str, Any]) -> list[str]:
     """Containers reach MinIO inside the network; what the browser opens uses its host port.
 
-    The v4 worker uploads media itself (oversized observation fields), so its media endpoint
-    must be MinIO's service address, not the browser's localhost:9090 that v3's compose used.
+    The v4 worker can upload media itself (oversized observation fields), so its media
+    endpoint must be MinIO's service address, not the browser's localhost:9090 that v3's
+    compose gave both.
     """
     all_services = services(resolved)
     s3 = all_services.get(S3_SERVICE, {})
