@@ -256,6 +256,14 @@ def _prompt_finding(
     if prompt_linked(generation):
         return Finding(check, True, f"prompt {named_prompt(generation)}")
     named = named_prompt(generation)
+    if named is not None and prompt_known and named == prompt:
+        return Finding(
+            check,
+            False,
+            f"prompt {prompt} is named on the gateway generation and is in this project now, "
+            "but Langfuse linked no promptId: it was created after the generation arrived; "
+            "run the check again",
+        )
     if named is not None or not prompt_known:
         missing = named or prompt
         return Finding(

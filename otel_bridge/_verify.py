@@ -99,6 +99,7 @@ class LangfuseReader:
     timeout: float = 10.0
     _v2_available: bool | None = field(default=None, init=False)
     _v1_events_only: bool = field(default=False, init=False)
+    _prompts_seen: dict[PromptWanted, bool | None] = field(default_factory=dict, init=False)
 
     def get(self, path: str, params: Mapping[str, str | int] | None = None) -> httpx.Response:
         response = httpx.get(
@@ -188,16 +189,12 @@ class LangfuseReader:
 
     def prompt_exists(self, prompt: PromptWanted) -> bool | None:
         """Whether the project has this prompt (version); None when Langfuse cannot say."""
-        params: dict[str, str | int] = {}
-        if prompt.version is not None:
-            params["version"] = prompt.version
-        try:
-            response = self.get(f"/api/public/v2/prompts/{quote(prompt.name, safe='')}", params)
-        except (AccessDenied, httpx.HTTPError):
-            return None
-        if response.status_code == 404:
-            return False
-        return True if response.is_success else None
+        if prompt not in self._prompts_seen:
+            try:
+                self._prompts_seen[prompt] = self.get_prompt(prompt) is not None
+            except (AccessDenied, httpx.HTTPError, ValueError):
+                return None
+        return self._prompts_seen[prompt]
 
     def get_prompt(self, prompt: PromptWanted) -> dict[str, Any] | None:
         """The prompt as Langfuse serves it (``production`` label without a version)."""
@@ -274,6 +271,12 @@ def _unlinked_detail(
     named = named_prompt(observation)
     if named is not None:
         # v4 keeps what the gateway sent and sets promptId only for a prompt it found.
+        if lookup is not None and lookup(named):
+            return (
+                f"{label}: prompt {named} is named but not linked (promptId is null), though "
+                "the project has it now: it was created after the generation arrived, or the "
+                "gateway logs to another project than these keys read"
+            )
         return (
             f"{label}: prompt {named} is missing from this Langfuse project (the generation "
             "names it, but Langfuse found no such prompt, so promptId is null)"
