@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from harness import ProxyProcess, client_env, mock_config, proxy_python, run_scenario, start_proxy
 
-from otel_bridge._verify import judge, render_tree
+from otel_bridge._verify import PromptWanted, judge, render_tree
 from otel_bridge.recording_server import RecordingServer
 
 CLI = [sys.executable, "-m", "otel_bridge.cli"]
+# What Langfuse returns for a generation whose prompt it found in the project.
+LINKED: dict[str, object] = {"promptId": "prompt-id-1", "promptName": "p", "promptVersion": 1}
 
 
 def _observation(
@@ -36,9 +38,7 @@ def test_judge_accepts_a_unified_trace() -> None:
         "observations": [
             _observation("a", None, name="run-test"),
             _observation("b", "a", name="POST"),
-            _observation(
-                "c", "b", "GENERATION", "litellm-acompletion", promptName="p", promptVersion=1
-            ),
+            _observation("c", "b", "GENERATION", "litellm-acompletion", **LINKED),
         ],
     }
     verdict = judge(trace)
@@ -56,7 +56,7 @@ def test_judge_accepts_a_unified_trace() -> None:
         (
             [
                 _observation("a", None),
-                _observation("c", "zz", "GENERATION", "litellm-x", promptName="p", promptVersion=1),
+                _observation("c", "zz", "GENERATION", "litellm-x", **LINKED),
             ],
             {"no dangling parents"},
         ),
@@ -72,7 +72,7 @@ def test_judge_accepts_a_unified_trace() -> None:
             [
                 _observation("a", None),
                 _observation("b", None),
-                _observation("c", "a", "GENERATION", "litellm-x", promptName="p", promptVersion=1),
+                _observation("c", "a", "GENERATION", "litellm-x", **LINKED),
             ],
             {"one root"},
         ),
@@ -179,13 +179,11 @@ def test_judge_finds_gateway_generations_by_where_they_hang() -> None:
         "id": "t" * 32,
         "observations": [
             _observation("a", None, name="run-test"),
-            _observation("g", "a", "GENERATION", "llm-response", promptName="p", promptVersion=1),
+            _observation("g", "a", "GENERATION", "llm-response", **LINKED),
             _observation("b", "a", name="POST"),
             _observation("s", "b", name="POST /chat/completions"),
             _observation("d", "s", name="fastapi.dependencies"),
-            _observation(
-                "c", "d", "GENERATION", "chat llama3.2:1b", promptName="p", promptVersion=1
-            ),
+            _observation("c", "d", "GENERATION", "chat llama3.2:1b", **LINKED),
             _observation("b2", "a", name="POST"),
             _observation("c2", "b2", "GENERATION", "chat llama3.2:1b"),
         ],
@@ -193,8 +191,59 @@ def test_judge_finds_gateway_generations_by_where_they_hang() -> None:
     verdict = judge(trace)
     failed = {c.name: c.detail for c in verdict.checks if not c.ok}
     assert failed == {
-        "prompt linked on the gateway generation": "unlinked: chat llama3.2:1b (None vNone)"
+        "prompt linked on the gateway generation": "chat llama3.2:1b: no prompt on it"
     }
     assert {c.name: c.detail for c in verdict.checks}["gateway generation present"] == (
         "2 gateway generation(s)"
     )
+
+
+def _gateway_trace(**prompt: object) -> dict[str, object]:
+    return {
+        "id": "t" * 32,
+        "observations": [
+            _observation("a", None, name="run-test"),
+            _observation("b", "a", name="POST"),
+            _observation("c", "b", "GENERATION", "litellm-acompletion", **prompt),
+        ],
+    }
+
+
+def test_judge_counts_a_prompt_as_linked_only_with_its_promptId() -> None:
+    # Langfuse v4 stores the name and version the gateway sent, and a promptId only for a
+    # prompt it found in the project: without the id the UI cannot open the prompt.
+    verdict = judge(_gateway_trace(promptId=None, promptName="test-prompt", promptVersion=7))
+    failed = {c.name: c.detail for c in verdict.checks if not c.ok}
+    assert failed == {
+        "prompt linked on the gateway generation": "litellm-acompletion: prompt 'test-prompt' "
+        "version 7 is missing from this Langfuse project (the generation names it, but "
+        "Langfuse found no such prompt, so promptId is null)"
+    }
+    assert "prompt 'test-prompt' version 7" in verdict.summary()
+    assert "prompt='test-prompt' v7 (no promptId)" in render_tree(verdict.observations)
+    assert not judge(_gateway_trace(promptId="", promptName="p", promptVersion=1)).ok
+
+
+def test_judge_names_the_expected_prompt_where_langfuse_keeps_no_link() -> None:
+    # v3 and v4's legacy tables store no prompt at all when it is not in the project.
+    asked: list[PromptWanted] = []
+
+    def lookup(prompt: PromptWanted) -> bool:
+        asked.append(prompt)
+        return prompt.version == 1
+
+    missing = judge(
+        _gateway_trace(), expected_prompt=PromptWanted("test-prompt", 7), prompt_lookup=lookup
+    )
+    assert [c.detail for c in missing.checks if not c.ok] == [
+        "litellm-acompletion: prompt 'test-prompt' version 7 is missing from this Langfuse "
+        "project (Langfuse keeps no link to a prompt it does not have)"
+    ]
+    present = judge(
+        _gateway_trace(), expected_prompt=PromptWanted("test-prompt", 1), prompt_lookup=lookup
+    )
+    assert [c.detail for c in present.checks if not c.ok] == [
+        "litellm-acompletion: no prompt reached the gateway, though prompt 'test-prompt' "
+        "version 1 exists in this project"
+    ]
+    assert asked == [PromptWanted("test-prompt", 7), PromptWanted("test-prompt", 1)]
