@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
-from harness import ProxyProcess, client_env, mock_config, proxy_python, run_scenario, start_proxy
+from harness import (
+    ProxyProcess,
+    UpstreamServer,
+    client_env,
+    proxy_python,
+    run_scenario,
+    start_proxy,
+    upstream_config,
+)
 
-from otel_bridge._verify import PromptWanted, judge, render_tree
+from otel_bridge._verify import LangfuseReader, PromptWanted, judge, render_tree
 from otel_bridge.recording_server import RecordingServer
 
 CLI = [sys.executable, "-m", "otel_bridge.cli"]
 # What Langfuse returns for a generation whose prompt it found in the project.
+# Seconds before what the double accepted becomes readable, as Langfuse's ingestion queue.
+INGESTION_DELAY = 2.0
 LINKED: dict[str, object] = {"promptId": "prompt-id-1", "promptName": "p", "promptVersion": 1}
 
 
@@ -104,17 +118,24 @@ def test_demo_runs_the_whole_path_and_says_unified() -> None:
 def recorder_and_proxies(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[RecordingServer, ProxyProcess, ProxyProcess]]:
+    """A Langfuse double that makes what it ingests readable only after a delay, as Langfuse's
+    queue does, and two gateways logging to it: with and without the bridge hook."""
     from conftest import TEST_PROMPTS
 
-    with RecordingServer(prompts=TEST_PROMPTS) as recorder:
+    with (
+        RecordingServer(prompts=TEST_PROMPTS, ingestion_delay=INGESTION_DELAY) as recorder,
+        UpstreamServer() as upstream,
+    ):
         env = {
             "LANGFUSE_PUBLIC_KEY": recorder.public_key,
             "LANGFUSE_SECRET_KEY": recorder.secret_key,
             "LANGFUSE_HOST": recorder.url,
         }
-        bridged = start_proxy(mock_config(), env, tmp_path_factory.mktemp("bridged"))
+        config = upstream_config(upstream.api_base)
+        bridged = start_proxy(config, env, tmp_path_factory.mktemp("bridged"))
         try:
-            plain = start_proxy(mock_config(bridge=False), env, tmp_path_factory.mktemp("plain"))
+            plain_config = upstream_config(upstream.api_base, bridge=False)
+            plain = start_proxy(plain_config, env, tmp_path_factory.mktemp("plain"))
             try:
                 yield recorder, bridged, plain
             finally:
@@ -123,12 +144,36 @@ def recorder_and_proxies(
             bridged.stop()
 
 
-def _verify(recorder: RecordingServer, trace_id: str) -> subprocess.CompletedProcess[str]:
+def _verify(
+    recorder: RecordingServer, trace_id: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, "verify", "--trace-id", trace_id, "--base-url", recorder.url,
-         "--public-key", recorder.public_key, "--secret-key", recorder.secret_key, "--wait", "10"],
-        capture_output=True, text=True, timeout=60,
+         "--public-key", recorder.public_key, "--secret-key", recorder.secret_key, *extra],
+        capture_output=True, text=True, timeout=120,
     )  # fmt: skip
+
+
+@pytest.mark.e2e
+def test_verify_right_after_the_app_exits_waits_for_the_complete_trace(
+    recorder_and_proxies: tuple[RecordingServer, ProxyProcess, ProxyProcess],
+) -> None:
+    # Default waits: the app has just exited, nothing is readable yet, and the gateway's
+    # generation comes in its own later batch. A judge that ran on the first readable
+    # observation would say `gateway generation present: 0`.
+    recorder, bridged, _ = recorder_and_proxies
+    (run,) = run_scenario(client_env(recorder.url, bridged.url, SCENARIO_PATH="langfuse_openai"))
+    good = _verify(recorder, run["trace_id"])
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "waiting up to 60s (until " in good.stdout
+    assert "UNIFIED" in good.stdout and "NOT UNIFIED" not in good.stdout
+    assert "[ok] prompt linked on the gateway generation: prompt 'test-prompt' version 1" in (
+        good.stdout
+    )
+    # It read the v4 way, every page with the field groups the verdict needs.
+    reads = [r for r in recorder.requests if r.path == "/api/public/v2/observations"]
+    assert reads and all(f"traceId={run['trace_id']}" in r.query for r in reads)
+    assert all("limit=1000" in r.query and "prompt" in r.query for r in reads)
 
 
 @pytest.mark.e2e
@@ -143,11 +188,144 @@ def test_verify_tells_a_unified_trace_from_a_split_one(
     # Without the bridge LiteLLM reuses the traceparent's trace id but logs its generation as a
     # second root, with no prompt link: the trace splits in two trees.
     (split,) = run_scenario(client_env(recorder.url, plain.url, SCENARIO_PATH="langfuse_openai"))
-    bad = _verify(recorder, split["trace_id"])
+    bad = _verify(recorder, split["trace_id"], "--prompt", "test-prompt:1")
     assert bad.returncode == 1
     assert "NOT UNIFIED" in bad.stdout
     assert "[FAIL] one root: run-test, litellm-acompletion" in bad.stdout
     assert "[FAIL] prompt linked on the gateway generation" in bad.stdout
+
+
+def test_verify_names_wrong_keys_at_once(recorder: RecordingServer) -> None:
+    started = time.monotonic()
+    result = subprocess.run(
+        [*CLI, "verify", "--trace-id", "0" * 32, "--base-url", recorder.url,
+         "--public-key", recorder.public_key, "--secret-key", "sk-lf-wrong", "--wait", "30"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "[FAIL] trace found: wrong keys or project: Langfuse at" in result.stdout
+    assert "answered 401" in result.stdout
+    # Waiting would not help, so it does not wait.
+    assert time.monotonic() - started < 25
+
+
+def test_verify_says_a_trace_is_not_ingested_yet(recorder: RecordingServer) -> None:
+    result = _verify(recorder, "1" * 32, "--wait", "2")
+    assert result.returncode == 1
+    assert f"[FAIL] trace found: not ingested yet: Langfuse at {recorder.url} has no " in (
+        result.stdout
+    )
+
+
+def test_reader_follows_v2_cursors_past_one_page() -> None:
+    # 1,201 spans of one trace: two pages at Langfuse's maximum limit of 1,000.
+    trace_id = "ab" * 16
+    spans = [
+        {
+            "traceId": trace_id,
+            "spanId": f"{i + 1:016x}",
+            "parentSpanId": "" if i == 0 else f"{1:016x}",
+            "name": f"span-{i}",
+            "startTimeUnixNano": str(1_700_000_000_000_000_000 + i * 1000),
+            "endTimeUnixNano": str(1_700_000_000_000_000_000 + i * 1000 + 500),
+        }
+        for i in range(1201)
+    ]
+    body = {"resourceSpans": [{"resource": {}, "scopeSpans": [{"scope": {}, "spans": spans}]}]}
+    with RecordingServer() as recorder:
+        sent = httpx.post(
+            recorder.otlp_endpoint,
+            json=body,
+            auth=(recorder.public_key, recorder.secret_key),
+            timeout=30,
+        )
+        assert sent.status_code == 200, sent.text
+        reader = LangfuseReader(recorder.url, recorder.public_key, recorder.secret_key)
+        observations = reader.v2_observations(trace_id)
+        reads = [r for r in recorder.requests if r.path == "/api/public/v2/observations"]
+    assert observations is not None
+    assert len({o["id"] for o in observations}) == 1201
+    assert len(reads) == 2 and "cursor=" not in reads[0].query and "cursor=" in reads[1].query
+
+
+@contextmanager
+def langfuse_process(tmp_path: Path, *args: str) -> Iterator[dict[str, str]]:
+    """The recording server as a process of its own, like a Langfuse the demo is pointed at."""
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{
+        "name": "test-prompt", "version": 1, "type": "chat", "labels": ["production"],
+        "prompt": [{"role": "user", "content": "Say hello in one short sentence."}],
+    }]))  # fmt: skip
+    keys = {"LANGFUSE_PUBLIC_KEY": "pk-lf-demo", "LANGFUSE_SECRET_KEY": "sk-lf-demo"}
+    with (tmp_path / "langfuse.log").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "otel_bridge.recording_server", "--port", "0",
+             "--public-key", keys["LANGFUSE_PUBLIC_KEY"],
+             "--secret-key", keys["LANGFUSE_SECRET_KEY"], "--prompt-file", str(prompts), *args],
+            stdout=subprocess.PIPE, stderr=log, text=True,
+        )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        ready = process.stdout.readline()
+        assert ready.startswith("READY "), (ready, (tmp_path / "langfuse.log").read_text())
+        yield {**keys, "LANGFUSE_BASE_URL": ready.split()[1]}
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def _demo(langfuse: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "OTEL_"))}
+    env.update(langfuse, OTEL_BRIDGE_PROXY_PYTHON=str(proxy_python()))
+    return subprocess.run(
+        [*CLI, "demo", *args], env=env, capture_output=True, text=True, timeout=400
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "langfuse_args",
+    [
+        ["--write-mode", "events_only"],
+        ["--write-mode", "legacy"],
+        ["--write-mode", "events_only", "--ingestion-delay", "4"],
+    ],
+    ids=["events_only", "legacy", "events_only-delayed"],
+)
+def test_demo_against_a_langfuse_of_its_own_says_unified(
+    tmp_path: Path, langfuse_args: list[str]
+) -> None:
+    with langfuse_process(tmp_path, *langfuse_args) as langfuse:
+        result = _demo(langfuse)
+        base = langfuse["LANGFUSE_BASE_URL"]
+        auth = (langfuse["LANGFUSE_PUBLIC_KEY"], langfuse["LANGFUSE_SECRET_KEY"])
+        trace_id = result.stdout.split("reading trace ", 1)[-1].split(" ", 1)[0]
+        v1 = httpx.get(f"{base}/api/public/traces/{trace_id}", auth=auth, timeout=10)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert f"sending to the Langfuse at {base}" in out
+    assert "UNIFIED: trace" in out and "NOT UNIFIED" not in out
+    assert "litellm-acompletion [GENERATION]" in out and "prompt='test-prompt' v1\n" in out
+    # The same trace as the API serves it: events_only has no v1 trace endpoint at all.
+    assert v1.status_code == (404 if "events_only" in langfuse_args else 200), v1.text
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("write_mode", ["events_only", "legacy"])
+def test_demo_with_a_prompt_version_missing_from_the_project_names_it(
+    tmp_path: Path, write_mode: str
+) -> None:
+    with langfuse_process(tmp_path, "--write-mode", write_mode) as langfuse:
+        result = _demo(langfuse, "--prompt-version", "7")
+    assert result.returncode == 1, result.stdout + result.stderr
+    out = result.stdout
+    assert "prompt test-prompt version 7" in out  # what the app used
+    assert "[FAIL] prompt linked on the gateway generation: litellm-acompletion: prompt " in out
+    assert "NOT UNIFIED: " in out
+    assert (
+        "prompt 'test-prompt' version 7 is missing from this Langfuse project"
+        in (out.split("NOT UNIFIED: ", 1)[1])
+    )
 
 
 def test_verify_without_credentials_says_what_to_set() -> None:
