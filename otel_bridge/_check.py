@@ -125,9 +125,15 @@ def run_probe(
     )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
     if not lines:
+        hint = (
+            "\n  run the check from the app tier's environment: pip install 'otel-bridge[client]'"
+            if "ModuleNotFoundError" in completed.stderr
+            else ""
+        )
         raise CheckError(
             f"the probe failed (exit {completed.returncode}) before calling the gateway:\n"
             + "\n".join(completed.stderr.strip().splitlines()[-15:])
+            + hint
         )
     result: dict[str, Any] = json.loads(lines[-1])
     if "error" in result:
