@@ -15,6 +15,7 @@ Proxy tier: ``litellm_settings: callbacks: ["otel_bridge.litellm.bridge"]``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from otel_bridge._client import (
@@ -34,6 +35,8 @@ from otel_bridge._context import (
 
 __version__ = "0.1.0"
 
+_logger = logging.getLogger(__name__)
+
 
 def instrument(*, gateways: str | Iterable[str] | None = None) -> None:
     """Do what ``opentelemetry-instrument`` with the bridge's distro does, in-process.
@@ -43,21 +46,31 @@ def instrument(*, gateways: str | Iterable[str] | None = None) -> None:
     ``OTEL_BRIDGE_GATEWAYS``; an invalid entry raises ``ValueError`` naming it. Does nothing
     when ``OTEL_BRIDGE_DISABLED`` is true.
     """
-    from otel_bridge._config import is_disabled
+    from otel_bridge._config import is_disabled, parse_gateways
 
     if is_disabled():
+        return
+    if gateways is not None:
+        parse_gateways(gateways)  # a bad argument is the caller's to fix: raise before anything
+    try:
+        from otel_bridge.distro import apply_defaults, start_bridge
+    except ImportError as error:
+        # The project without its `client` extra: say what is missing, and let the app run.
+        _logger.error(
+            "otel-bridge: not started: %s is not installed; install otel-bridge[client]",
+            error.name,
+        )
         return
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 
-    from otel_bridge._instrumentor import BridgeInstrumentor
-    from otel_bridge.distro import OtelBridgeConfigurator, apply_defaults
+    from otel_bridge.distro import OtelBridgeConfigurator
 
     apply_defaults()
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         # The SDK configurator honours OTEL_* exporters; the bridge starts after it.
         OtelBridgeConfigurator()._configure_sdk_only()  # type: ignore[no-untyped-call]
-    BridgeInstrumentor().instrument(gateways=gateways)
+    start_bridge(gateways=gateways, raise_bad_setting=True)
 
 
 def uninstrument() -> None:

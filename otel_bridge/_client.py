@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -47,6 +48,9 @@ _gateway_spans: weakref.WeakSet[trace.Span] = weakref.WeakSet()
 # Each gateway origin, with the label its client spans carry.
 _gateways: dict[Origin, str] = {}
 _prompt_sources: list[PromptSource] = []
+# With OTEL_BRIDGE_GATEWAYS unset, the origins the app's own OpenAI clients name are learnt.
+_learning = False
+_learn_lock = threading.Lock()
 
 
 @contextmanager
@@ -86,8 +90,14 @@ def current_prompt(context: Context | None = None) -> PromptRef | None:
     return prompt_from_baggage(otel_baggage.get_all(context))
 
 
-def _origin_of(url: Any) -> Origin | None:
+def origin_of(url: Any) -> Origin | None:
+    """The origin of an httpx/httpx2 URL, a transport-API URL tuple or a URL string."""
     # httpx.URL and httpx2.URL expose their parts; the transport API may pass a tuple.
+    if isinstance(url, str):
+        try:
+            return Origin.parse(url)
+        except ValueError:
+            return None
     if isinstance(url, tuple):
         scheme, host, port = (
             part.decode("ascii", "replace") if isinstance(part, bytes) else part for part in url[:3]
@@ -113,7 +123,7 @@ def request_hook(span: trace.Span, request: Any) -> None:
     carries: httpx builds a redirect's request from the previous hop's headers, so a gateway
     answering 302 to another origin would otherwise hand the prompt link on.
     """
-    origin = _origin_of(getattr(request, "url", None)) if _gateways else None
+    origin = origin_of(getattr(request, "url", None)) if _gateways else None
     label = _gateways.get(origin) if origin is not None else None
     if label is not None:
         _gateway_spans.add(span)
@@ -176,19 +186,47 @@ class GatewayBaggagePropagator(BaggagePropagator):
 def configure(
     gateways: Collection[Origin],
     prompt_sources: Iterable[PromptSource] = (),
+    *,
+    learn: bool = False,
 ) -> None:
-    """Set which origins are gateways and where prompts may come from (process-wide)."""
-    global _gateways
+    """Set which origins are gateways and where prompts may come from (process-wide).
+
+    ``learn``: :func:`learn_gateway` may add origins later (OTEL_BRIDGE_GATEWAYS is unset).
+    """
+    global _gateways, _learning
     _gateways = {origin: str(origin) for origin in gateways}
     _prompt_sources[:] = list(prompt_sources)
-    if not _gateways:
-        _logger.warning(
-            "otel-bridge: OTEL_BRIDGE_GATEWAYS is empty, so no request will carry a prompt "
-            "link; set it to the gateway's base URL, e.g. http://localhost:4000"
-        )
+    _learning = learn
+
+
+def learn_gateway(origin: Origin, source: str) -> bool:
+    """Count ``origin`` as a gateway because the app named it in ``source``; says so once.
+
+    Does nothing unless :func:`configure` allowed learning, or when ``origin`` already counts.
+    """
+    global _gateways
+    if not _learning:
+        return False
+    with _learn_lock:
+        if origin in _gateways:
+            return False
+        # A new dict, never a changed one: request hooks on other threads read it unlocked.
+        _gateways = {**_gateways, origin: str(origin)}
+    _logger.warning(
+        "otel-bridge: OTEL_BRIDGE_GATEWAYS is not set, so %s (from %s) counts as a gateway: "
+        "calls to it carry the prompt link; set OTEL_BRIDGE_GATEWAYS to name gateways yourself",
+        origin,
+        source,
+    )
+    return True
+
+
+def gateway_origins() -> frozenset[Origin]:
+    return frozenset(_gateways)
 
 
 def reset() -> None:
-    global _gateways
+    global _gateways, _learning
     _gateways = {}
+    _learning = False
     _prompt_sources.clear()

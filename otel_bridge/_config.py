@@ -11,6 +11,8 @@ OTEL_BRIDGE_GATEWAYS = "OTEL_BRIDGE_GATEWAYS"
 OTEL_BRIDGE_DISABLED = "OTEL_BRIDGE_DISABLED"
 OTEL_BRIDGE_TRUSTED_CALLERS = "OTEL_BRIDGE_TRUSTED_CALLERS"
 OTEL_BRIDGE_REFUSED_BAGGAGE_PREFIXES = "OTEL_BRIDGE_REFUSED_BAGGAGE_PREFIXES"
+# The OpenAI SDK's own setting: an app that names its gateway this way has said where it is.
+OPENAI_BASE_URL = "OPENAI_BASE_URL"
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -62,6 +64,22 @@ def parse_gateways(value: str | Iterable[str] | None) -> frozenset[Origin]:
 
 def gateways_from_env() -> frozenset[Origin]:
     return parse_gateways(os.environ.get(OTEL_BRIDGE_GATEWAYS))
+
+
+def gateways_named() -> bool:
+    """Whether ``OTEL_BRIDGE_GATEWAYS`` names the gateways (then nothing else counts)."""
+    return bool(os.environ.get(OTEL_BRIDGE_GATEWAYS, "").strip())
+
+
+def openai_base_url() -> tuple[Origin | None, str | None]:
+    """``OPENAI_BASE_URL``'s origin, or the reason it cannot be one; (None, None) when unset."""
+    value = os.environ.get(OPENAI_BASE_URL, "").strip()
+    if not value:
+        return None, None
+    try:
+        return Origin.parse(value), None
+    except ValueError as error:
+        return None, str(error).replace("gateway ", f"{OPENAI_BASE_URL} ", 1)
 
 
 def is_disabled() -> bool:

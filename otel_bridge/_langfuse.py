@@ -1,4 +1,4 @@
-"""Langfuse SDK adapter for the client tier (langfuse >= 4.14, 5.x).
+"""Langfuse SDK adapter for the client tier (langfuse 3.15+, 4.x, 5.x).
 
 Two gaps between the Langfuse SDK and a traced gateway call are closed here:
 
@@ -9,12 +9,15 @@ Two gaps between the Langfuse SDK and a traced gateway call are closed here:
   hands its prompt to the bridge while it is still open.
 * Langfuse's default export filter drops HTTP client spans, yet the gateway's generation is
   parented to the httpx span of the call. :func:`langfuse_export_filter` keeps Langfuse's
-  defaults and adds the client spans of gateway calls, so no parent id dangles.
+  defaults and adds the client spans of gateway calls, so no parent id dangles. Langfuse 3
+  has no such filter (no ``should_export_span``): it exports every span whose scope is not
+  blocked, the gateway call's span included, so there is nothing to add.
 """
 
 from __future__ import annotations
 
 import contextvars
+import inspect
 import logging
 import os
 import weakref
@@ -70,13 +73,29 @@ def open_generation_prompt() -> PromptRef | None:
 def langfuse_export_filter(span: ReadableSpan) -> bool:
     """Langfuse's default ``should_export_span``, plus the client spans of gateway calls.
 
-    Pass it when you construct the Langfuse client yourself::
+    Pass it when you construct the Langfuse client yourself (langfuse 4 and 5)::
 
         Langfuse(should_export_span=otel_bridge.langfuse_export_filter)
     """
-    from langfuse.span_filter import is_default_export_span
+    if is_gateway_span(span):
+        return True
+    try:
+        from langfuse.span_filter import is_default_export_span
+    except ImportError:  # langfuse 3: no filter, it exports every span
+        return True
+    return bool(is_default_export_span(span))
 
-    return is_gateway_span(span) or is_default_export_span(span)
+
+def has_export_filter() -> bool:
+    """Whether this Langfuse SDK filters spans (``should_export_span``, langfuse >= 4)."""
+    try:
+        from langfuse import Langfuse
+    except ImportError:
+        return False
+    try:
+        return "should_export_span" in inspect.signature(Langfuse.__init__).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def ensure_langfuse_client() -> None:
@@ -84,15 +103,17 @@ def ensure_langfuse_client() -> None:
 
     ``get_client()`` later returns this client, so application code stays unchanged. When a
     client already exists it keeps its own filter, and the bridge says how to add its own.
+    Langfuse 3 exports the gateway call's span as it is, so there the app's client is left to
+    the app.
     """
-    if not os.environ.get("LANGFUSE_PUBLIC_KEY"):
+    if not os.environ.get("LANGFUSE_PUBLIC_KEY") or not has_export_filter():
         return
     try:
         from langfuse import Langfuse
         from langfuse._client.resource_manager import LangfuseResourceManager
     except ImportError:
         return
-    existing: dict[str, Any] = LangfuseResourceManager._instances
+    existing: dict[str, Any] = getattr(LangfuseResourceManager, "_instances", {})
     if existing:
         _logger.warning(
             "otel-bridge: a Langfuse client already existed before the bridge started; "

@@ -33,15 +33,23 @@ def apply_defaults() -> None:
     os.environ.setdefault("OTEL_LOGS_EXPORTER", "none")
 
 
-def start_bridge(**kwargs: Any) -> None:
-    """Instrument the client tier; a bad setting is logged and leaves the app unbridged."""
+def start_bridge(*, raise_bad_setting: bool = False, **kwargs: Any) -> None:
+    """Instrument the client tier; whatever goes wrong is logged and leaves the app running.
+
+    ``raise_bad_setting``: an invalid gateway setting raises ``ValueError`` instead (for
+    ``otel_bridge.instrument()``, whose caller can fix it).
+    """
     instrumentor = BridgeInstrumentor()
     if is_disabled() or instrumentor.is_instrumented_by_opentelemetry:
         return
     try:
         instrumentor.instrument(**kwargs)
     except ValueError as error:
+        if raise_bad_setting:
+            raise
         _logger.error("otel-bridge: not started: %s", error)
+    except Exception:  # the bridge never stops an app
+        _logger.exception("otel-bridge: not started")
 
 
 class OtelBridgeDistro(BaseDistro):  # type: ignore[misc]
