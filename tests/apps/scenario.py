@@ -12,6 +12,13 @@ SCENARIO_CONCURRENCY    N > 1: N concurrent async traces, prompts assigned round
 SCENARIO_OTHER_URL      a non-gateway origin called inside the same context (leak check)
 SCENARIO_EXTRA_BODY     JSON merged into extra_body (the old hand-built metadata)
 SCENARIO_REPEAT         run each prompt's sync/async scenario N times in a row (default 1)
+SCENARIO_SHAPE          span (default): `run-test` is a start_as_current_observation span and
+                        the clients get SCENARIO_BASE_URL; observe: the shape platform guides
+                        teach, `@observe` around a `langfuse.openai` call (prompt passed as
+                        langfuse_prompt), with the client built with no base_url unless
+                        SCENARIO_BASE_URL is set, so OPENAI_BASE_URL names the gateway
+
+Runs on langfuse 3, 4 and 5 and the OpenAI SDK 1, 2 and 3 (httpx2 is used where installed).
 """
 
 from __future__ import annotations
@@ -28,9 +35,14 @@ if os.environ.get("SCENARIO_INSTRUMENT") == "call":
     otel_bridge.instrument()
 
 import httpx
-import httpx2
-from langfuse import get_client, propagate_attributes
+from langfuse import get_client, observe
 
+try:  # the OpenAI SDK 3's HTTP client; SDK 1 and 2 send through httpx
+    import httpx2
+except ImportError:
+    httpx2 = None
+
+SHAPE = os.environ.get("SCENARIO_SHAPE", "span")
 PATH = os.environ.get("SCENARIO_PATH", "langfuse_openai")
 CALL = os.environ.get("SCENARIO_CALL", "sync")
 PROMPTS = os.environ.get("SCENARIO_PROMPTS", "test-prompt").split(",")
@@ -38,8 +50,8 @@ CONCURRENCY = int(os.environ.get("SCENARIO_CONCURRENCY", "1"))
 OTHER_URL = os.environ.get("SCENARIO_OTHER_URL")
 # May name the caller's own ids as {trace_id} and {span_id}, as the hand-built workaround did.
 EXTRA_BODY = os.environ.get("SCENARIO_EXTRA_BODY")
-BASE_URL = os.environ["SCENARIO_BASE_URL"]
-API_KEY = os.environ["SCENARIO_API_KEY"]
+BASE_URL = os.environ.get("SCENARIO_BASE_URL")
+API_KEY = os.environ.get("SCENARIO_API_KEY")
 MODEL = os.environ.get("SCENARIO_MODEL", "llama3.2:1b")
 REPEAT = int(os.environ.get("SCENARIO_REPEAT", "1"))
 
@@ -49,8 +61,13 @@ else:
     import openai
 
 langfuse = get_client()
-sync_client = openai.OpenAI(api_key=API_KEY, base_url=BASE_URL, max_retries=0)
-async_client = openai.AsyncOpenAI(api_key=API_KEY, base_url=BASE_URL, max_retries=0)
+# The observe shape names its gateway the way platform guides teach: OPENAI_BASE_URL and
+# OPENAI_API_KEY in the environment, nothing in the code.
+_client_args = {"base_url": BASE_URL} if BASE_URL else {}
+if API_KEY:
+    _client_args["api_key"] = API_KEY
+sync_client = openai.OpenAI(max_retries=0, **_client_args)
+async_client = openai.AsyncOpenAI(max_retries=0, **_client_args)
 
 
 def request_kwargs(
@@ -71,6 +88,9 @@ def request_kwargs(
 
 def prompt_scope(prompt: object) -> object:
     if PATH == "propagate_attributes":
+        # langfuse >= 4.14; langfuse 3's propagate_attributes has no prompt.
+        from langfuse import propagate_attributes
+
         return propagate_attributes(prompt=prompt, as_baggage=True)
     if PATH == "use_prompt":
         import otel_bridge
@@ -79,6 +99,14 @@ def prompt_scope(prompt: object) -> object:
     import contextlib
 
     return contextlib.nullcontext()
+
+
+class _Ids:
+    """The current observation's ids, as the `@observe` shape sees them."""
+
+    def __init__(self) -> None:
+        self.trace_id = langfuse.get_current_trace_id()
+        self.id = langfuse.get_current_observation_id()
 
 
 def report(span: object, prompt: object, call_seconds: float) -> None:
@@ -115,9 +143,40 @@ def run_sync(prompt_name: str) -> None:
             call_seconds = time.perf_counter() - started
             if OTHER_URL:
                 httpx.get(OTHER_URL)
-                httpx2.get(OTHER_URL)
+                if httpx2 is not None:
+                    httpx2.get(OTHER_URL)
         span.update(output=text)
         report(span, prompt, call_seconds)
+
+
+@observe(name="run-test")
+def run_observed(prompt_name: str) -> str:
+    prompt = langfuse.get_prompt(prompt_name)
+    messages = prompt.compile()
+    started = time.perf_counter()
+    response = sync_client.chat.completions.create(**request_kwargs(prompt, messages, None))
+    if CALL == "stream":
+        text = "".join(c.choices[0].delta.content or "" for c in response if c.choices)
+    else:
+        text = response.choices[0].message.content
+    report(_Ids(), prompt, time.perf_counter() - started)
+    return text
+
+
+@observe(name="run-test")
+async def arun_observed(prompt_name: str) -> str:
+    prompt = langfuse.get_prompt(prompt_name)
+    messages = prompt.compile()
+    started = time.perf_counter()
+    response = await async_client.chat.completions.create(
+        **request_kwargs(prompt, messages, None)
+    )
+    if CALL == "astream":
+        text = "".join([c.choices[0].delta.content or "" async for c in response if c.choices])
+    else:
+        text = response.choices[0].message.content
+    report(_Ids(), prompt, time.perf_counter() - started)
+    return text
 
 
 async def run_async(prompt_name: str) -> None:
@@ -141,8 +200,9 @@ async def run_async(prompt_name: str) -> None:
             if OTHER_URL:
                 async with httpx.AsyncClient() as other:
                     await other.get(OTHER_URL)
-                async with httpx2.AsyncClient() as other2:
-                    await other2.get(OTHER_URL)
+                if httpx2 is not None:
+                    async with httpx2.AsyncClient() as other2:
+                        await other2.get(OTHER_URL)
         span.update(output=text)
         report(span, prompt, call_seconds)
 
@@ -160,7 +220,13 @@ async def run_sequential() -> None:
 
 
 def main() -> int:
-    if CONCURRENCY > 1:
+    if SHAPE == "observe":
+        for name in PROMPTS:
+            if CALL in ("sync", "stream"):
+                run_observed(name)
+            else:
+                asyncio.run(arun_observed(name))
+    elif CONCURRENCY > 1:
         asyncio.run(run_concurrent())
     else:
         if CALL in ("sync", "stream"):
