@@ -2,6 +2,6 @@
 
 import sys
 
-from otel_bridge.recording_server import main
+from otel_bridge.recording_server._cli import main
 
 sys.exit(main())
