@@ -323,7 +323,11 @@ def judge(
     checks.append(
         Check("no dangling parents", not dangling, ", ".join(dangling) or "all parents exported")
     )
-    roots = [o for o in observations if not o.get("parentObservationId")]
+    # In start order: v2 pages come newest first, v1 oldest first.
+    roots = sorted(
+        (o for o in observations if not o.get("parentObservationId")),
+        key=lambda o: str(o.get("startTime") or ""),
+    )
     checks.append(Check("one root", len(roots) == 1, ", ".join(str(o.get("name")) for o in roots)))
     gateway = [o for o in observations if is_gateway_generation(o, by_id)]
     checks.append(
