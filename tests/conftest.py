@@ -30,5 +30,14 @@ TEST_PROMPTS = [
 
 @pytest.fixture(scope="module")
 def recorder() -> Iterator[RecordingServer]:
-    with RecordingServer(prompts=TEST_PROMPTS) as server:
+    """Stands in for Langfuse v4 in its default write mode: reads go through the v2
+    observations API; the v1 trace endpoint answers 404."""
+    with RecordingServer(prompts=TEST_PROMPTS, write_mode="events_only") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def legacy_recorder() -> Iterator[RecordingServer]:
+    """Langfuse in the legacy write mode (v3's behaviour): reads go through the v1 trace."""
+    with RecordingServer(prompts=TEST_PROMPTS, write_mode="legacy") as server:
         yield server

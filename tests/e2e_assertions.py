@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from harness import MASTER_KEY, MODEL, ProxyProcess, client_env, run_scenario
@@ -35,6 +36,53 @@ def wait_for_proxy_generations(
     return proxy_generations(spans)
 
 
+def prompt_id(recorder: RecordingServer, name: str, version: int) -> str:
+    """The id Langfuse gives the project's prompt ``name`` v``version``, read over its API."""
+    response = httpx.get(
+        f"{recorder.url}/api/public/v2/prompts/{quote(name, safe='')}",
+        params={"version": version},
+        auth=(recorder.public_key, recorder.secret_key),
+        timeout=10,
+    )
+    assert response.status_code == 200, (name, version, response.text)
+    return str(response.json()["id"])
+
+
+def is_prompt_linked(observation: Mapping[str, Any]) -> bool:
+    """Langfuse links an observation to a prompt only when the prompt resolved in the project:
+    ``promptId`` set. In events_only a version the project lacks keeps its name and version but
+    gets promptId "" (IngestionService.createEventRecord); in legacy all three are null."""
+    return bool(observation.get("promptId"))
+
+
+def trace_observations(
+    recorder: RecordingServer, trace_id: str, wanted: set[str], timeout: float = 30
+) -> dict[str, dict[str, Any]]:
+    """The trace's observations by id as Langfuse would serve them in the recorder's write mode:
+    the v2 observations API in events_only (polled until ``wanted`` ids are readable, as
+    ingestion is asynchronous), the v1 trace of the legacy tables in legacy mode."""
+    if recorder.write_mode == "events_only":
+        found = recorder.wait_for_observations(
+            trace_id, lambda obs: wanted <= {o["id"] for o in obs}, timeout=timeout
+        )
+    else:
+        found = recorder.trace(trace_id)["observations"]
+    return {o["id"]: o for o in found}
+
+
+def assert_prompt_link(
+    recorder: RecordingServer, observation: Mapping[str, Any], prompt: tuple[str, int] | None
+) -> None:
+    """``prompt`` None: not linked. Otherwise linked to exactly that stored prompt version."""
+    if prompt is None:
+        assert not is_prompt_linked(observation), observation
+        assert not observation["promptName"], observation
+        return
+    assert is_prompt_linked(observation), f"prompt {prompt} did not resolve: {observation}"
+    assert observation["promptId"] == prompt_id(recorder, *prompt)
+    assert (observation["promptName"], observation["promptVersion"]) == prompt
+
+
 def assert_unified(
     recorder: RecordingServer,
     run: Mapping[str, Any],
@@ -49,8 +97,7 @@ def assert_unified(
     # 1. The proxy's generation for this call is in the caller's trace, and nowhere else.
     mine = [g for g in proxy_generations(trace_spans)]
     assert len(mine) == 1, f"expected one proxy generation in trace {trace_id}, got {mine}"
-    trace = recorder.trace(trace_id)
-    observations = {o["id"]: o for o in trace["observations"]}
+    observations = trace_observations(recorder, trace_id, {root_id, mine[0].span_id})
     assert root_id in observations, "the client's run-test span was not exported"
     # 2. No dangling parents, and the proxy generation's chain reaches run-test.
     for obs in observations.values():
@@ -58,6 +105,7 @@ def assert_unified(
         assert parent is None or parent in observations, (
             f"dangling parent {parent} of {obs['name']}"
         )
+    assert mine[0].span_id in observations, f"Langfuse would not store the proxy generation {mine}"
     generation = observations[mine[0].span_id]
     assert generation["type"] == "GENERATION"
     chain, node = [], generation
@@ -65,11 +113,9 @@ def assert_unified(
         node = observations[node["parentObservationId"]]
         chain.append(node["name"])
     assert node["id"] == root_id, f"proxy generation's chain {chain} does not reach run-test"
-    # 3. The prompt link, with an integer version on the wire.
-    if prompt is None:
-        assert generation["promptName"] is None
-    else:
-        assert (generation["promptName"], generation["promptVersion"]) == prompt
+    # 3. The prompt link resolves to the project's prompt, with an integer version on the wire.
+    assert_prompt_link(recorder, generation, prompt)
+    if prompt is not None:
         assert type(mine[0].attributes[PROMPT_VERSION]) is int
     if client_generation:
         client_gens = [
@@ -78,7 +124,7 @@ def assert_unified(
             if o["name"] == "llm-response" and o["type"] == "GENERATION"
         ]
         assert len(client_gens) == 1
-        assert (client_gens[0]["promptName"], client_gens[0]["promptVersion"]) == prompt
+        assert_prompt_link(recorder, client_gens[0], prompt)
     return generation
 
 
@@ -194,7 +240,8 @@ def run_with_extra_body(
 ) -> tuple[dict[str, Any], RecordedSpan, dict[str, dict[str, Any]]]:
     """The scenario once through ``target`` with caller metadata (``{trace_id}``/``{span_id}``
     name the caller's own ids): its run record, the proxy's model-call span, and that span's
-    trace in the read API's shape, by observation id."""
+    observations by id as the v1 trace endpoint serves them from the legacy tables
+    (``RecordingServer.trace``, whatever the recorder's write mode)."""
     recorder.clear()
     env = client_env(
         recorder.url,
