@@ -1,4 +1,5 @@
-"""Real processes for the end-to-end tests: a LiteLLM proxy, the scenario app, a capture server.
+"""Real processes for the end-to-end tests: a LiteLLM proxy, the model server behind it, the
+scenario app, a capture server.
 
 Every process is started on a loopback port the test picks and is stopped by the fixture
 that started it, whatever the test's outcome.
@@ -11,14 +12,32 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from otel_bridge.demo._stack import MASTER_KEY, ProxyProcess, free_port, mock_config
+from otel_bridge.demo._stack import (
+    MASTER_KEY,
+    ProxyProcess,
+    free_port,
+    mock_config,
+    upstream_config,
+)
+from otel_bridge.demo._upstream import UPSTREAM_ANSWER, UpstreamRequest, UpstreamServer
 
-__all__ = ["MASTER_KEY", "ProxyProcess", "free_port", "mock_config", "start_proxy"]
+__all__ = [
+    "MASTER_KEY",
+    "UPSTREAM_ANSWER",
+    "ProxyProcess",
+    "UpstreamRequest",
+    "UpstreamServer",
+    "assert_upstream_got_no_context",
+    "free_port",
+    "mock_config",
+    "start_proxy",
+    "upstream_config",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIO = Path(__file__).resolve().parent / "apps" / "scenario.py"
@@ -42,6 +61,44 @@ def proxy_python() -> Path:
 
 def start_proxy(config: Mapping[str, Any], env: Mapping[str, str], workdir: Path) -> ProxyProcess:
     return ProxyProcess(config, env, workdir, proxy_python()).start()
+
+
+# What a caller's trace context travels in. docs/security.md: the proxy forwards none of it to
+# the model provider (LiteLLM 1.106 does not pass traceparent or baggage on, and its
+# forward_client_headers_to_llm_api passes only `x-*` and `anthropic-beta`).
+CONTEXT_HEADERS = ("traceparent", "tracestate", "baggage")
+# The bridge's default OTEL_BRIDGE_REFUSED_BAGGAGE_PREFIXES, and the Langfuse members.
+WITHHELD_BAGGAGE_PREFIXES = ("langfuse_", "litellm.", "gen_ai.")
+
+
+def assert_upstream_got_no_context(
+    requests: Sequence[UpstreamRequest], *, expected: int | None = None, secrets: Iterable[str] = ()
+) -> None:
+    """What the model provider got carries none of the caller's trace context: no
+    ``traceparent``/``tracestate``/``baggage`` header, no header naming a ``langfuse_*`` or
+    refused baggage key, and none of ``secrets`` (the caller's ids, its prompt name) anywhere
+    in a header or the body. ``expected``: how many requests the provider must have got."""
+    if expected is not None:
+        assert len(requests) == expected, [(r.method, r.path) for r in requests]
+    assert requests, "the upstream model server got no request"
+    markers = [s for s in secrets if s]
+    for request in requests:
+        where = f"{request.method} {request.path}"
+        for name in CONTEXT_HEADERS:
+            assert name not in request.headers, (where, name, request.headers[name])
+        for name, values in request.headers.items():
+            for value in [name, *values]:
+                lowered = value.lower()
+                assert not any(p in lowered for p in WITHHELD_BAGGAGE_PREFIXES), (where, name)
+                assert not any(m in value for m in markers), (where, name, value)
+        body = request.raw_body.decode("utf-8", errors="replace")
+        for marker in (
+            *markers,
+            *WITHHELD_BAGGAGE_PREFIXES,
+            "existing_trace_id",
+            "parent_observation_id",
+        ):
+            assert marker not in body, (where, marker, body[:500])
 
 
 def client_env(recorder_url: str, proxy_url: str, **extra: str) -> dict[str, str]:

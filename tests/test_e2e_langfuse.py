@@ -4,7 +4,10 @@ OpenAI SDK 3), the proxy in .venv-proxy (langfuse 4, LiteLLM, OpenAI SDK 2).
 
 Every test runs once per gateway logging path that exports straight to Langfuse: LiteLLM's
 `langfuse` callback, and its `langfuse_otel` callback, legacy and with LITELLM_OTEL_V2=true.
-(The `otel` callback through a collector is covered in test_otel_collector_path.py.)"""
+(The `otel` callback through a collector is covered in test_otel_collector_path.py.)
+
+Behind the proxy is a real model server (otel_bridge/demo/_upstream.py, OpenAI-compatible, on
+loopback): LiteLLM's `openai` provider path runs, and every test checks what reached it."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import TEST_PROMPTS
 from e2e_assertions import (
     WORKAROUND_METADATA,
     assert_logged_as_without_the_bridge,
@@ -35,11 +39,13 @@ from harness import (
     PATHS,
     CaptureServer,
     ProxyProcess,
+    UpstreamServer,
+    assert_upstream_got_no_context,
     client_env,
-    mock_config,
     proxy_python,
     run_scenario,
     start_proxy,
+    upstream_config,
 )
 
 from otel_bridge import BridgeContext, PromptRef, SpanRef, encode_headers
@@ -90,10 +96,19 @@ def variant(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
+def upstream() -> Iterator[UpstreamServer]:
+    with UpstreamServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def proxy(
-    recorder: RecordingServer, variant: str, tmp_path_factory: pytest.TempPathFactory
+    recorder: RecordingServer,
+    upstream: UpstreamServer,
+    variant: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ProxyProcess]:
-    config = mock_config(VARIANTS[variant][0])
+    config = upstream_config(upstream.api_base, VARIANTS[variant][0])
     process = start_proxy(config, proxy_env(recorder, variant), tmp_path_factory.mktemp("proxy"))
     try:
         yield process
@@ -103,10 +118,13 @@ def proxy(
 
 @pytest.fixture(scope="module")
 def plain_proxy(
-    recorder: RecordingServer, variant: str, tmp_path_factory: pytest.TempPathFactory
+    recorder: RecordingServer,
+    upstream: UpstreamServer,
+    variant: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ProxyProcess]:
     """The same proxy without the bridge: what LiteLLM does on its own."""
-    config = mock_config(VARIANTS[variant][0], bridge=False)
+    config = upstream_config(upstream.api_base, VARIANTS[variant][0], bridge=False)
     process = start_proxy(config, proxy_env(recorder, variant), tmp_path_factory.mktemp("plain"))
     try:
         yield process
@@ -121,8 +139,29 @@ def other_origin() -> Iterator[CaptureServer]:
 
 
 @pytest.fixture(autouse=True)
-def clean_recorder(recorder: RecordingServer) -> None:
+def clean_recorder(recorder: RecordingServer, upstream: UpstreamServer) -> None:
     recorder.clear()
+    upstream.clear()
+
+
+def _prompt_messages(name: str) -> list[dict[str, str]]:
+    """What the scenario sends for a prompt: its compiled chat messages, role and content."""
+    (prompt,) = [p for p in TEST_PROMPTS if p.name == name]
+    return [{"role": m["role"], "content": m["content"]} for m in prompt.prompt]
+
+
+def assert_runs_reached_the_model_without_context(
+    upstream: UpstreamServer, runs: list[dict[str, object]]
+) -> None:
+    """One chat completion upstream per run, with the run's prompt messages, and none of any
+    run's trace context: not its ids, not its prompt name."""
+    requests = upstream.wait_for_requests(lambda got: len(got) >= len(runs), timeout=30)
+    secrets = [str(r[k]) for r in runs for k in ("trace_id", "span_id", "prompt_name")]
+    assert_upstream_got_no_context(requests, expected=len(runs), secrets=secrets)
+    assert {r.path for r in requests} == {"/v1/chat/completions"}
+    sent = sorted(json.dumps(r.body["messages"]) for r in requests)
+    wanted = sorted(json.dumps(_prompt_messages(str(run["prompt_name"]))) for run in runs)
+    assert sent == wanted
 
 
 @pytest.mark.parametrize("call", CALLS)
@@ -133,6 +172,7 @@ def test_one_trace_one_prompt_link(
     launcher: bool,
     recorder: RecordingServer,
     proxy: ProxyProcess,
+    upstream: UpstreamServer,
     other_origin: CaptureServer,
 ) -> None:
     env = client_env(
@@ -159,35 +199,54 @@ def test_one_trace_one_prompt_link(
         assert "traceparent" in request
         for value in request.get("baggage", []):
             assert "langfuse_" not in value, value
+    # 7. The model provider got the call, as the app made it, and no trace context at all.
+    assert_runs_reached_the_model_without_context(upstream, [run])
+    (sent,) = upstream.requests
+    assert sent.body.get("stream", False) is call.endswith("stream"), sent.body
 
 
 @pytest.mark.parametrize("call", ["sync", "async"])
 @pytest.mark.parametrize("path", PATHS)
 def test_two_prompts_one_after_the_other(
-    path: str, call: str, recorder: RecordingServer, proxy: ProxyProcess
+    path: str, call: str, recorder: RecordingServer, proxy: ProxyProcess, upstream: UpstreamServer
 ) -> None:
-    run_two_prompts(recorder, proxy, path=path, call=call)
+    runs = run_two_prompts(recorder, proxy, path=path, call=call)
+    assert_runs_reached_the_model_without_context(upstream, runs)
 
 
 @pytest.mark.parametrize("path", PATHS)
 def test_200_concurrent_traces_zero_cross_talk(
-    path: str, recorder: RecordingServer, proxy: ProxyProcess
+    path: str, recorder: RecordingServer, proxy: ProxyProcess, upstream: UpstreamServer
 ) -> None:
-    run_two_prompts(recorder, proxy, path=path, call="async", concurrency=200)
+    runs = run_two_prompts(recorder, proxy, path=path, call="async", concurrency=200)
+    assert_runs_reached_the_model_without_context(upstream, runs)
 
 
 def test_no_context_is_logged_exactly_as_without_the_bridge(
-    variant: str, recorder: RecordingServer, proxy: ProxyProcess, plain_proxy: ProxyProcess
+    variant: str,
+    recorder: RecordingServer,
+    proxy: ProxyProcess,
+    plain_proxy: ProxyProcess,
+    upstream: UpstreamServer,
 ) -> None:
     assert_logged_as_without_the_bridge(recorder, proxy, plain_proxy)
+    # Three calls, the same model request each time, bridge or not.
+    requests = upstream.requests
+    assert_upstream_got_no_context(requests, expected=3)
+    assert len({r.raw_body for r in requests}) == 1
 
 
 def test_legacy_metadata_wins_and_matches_the_old_result(
-    variant: str, recorder: RecordingServer, proxy: ProxyProcess, plain_proxy: ProxyProcess
+    variant: str,
+    recorder: RecordingServer,
+    proxy: ProxyProcess,
+    plain_proxy: ProxyProcess,
+    upstream: UpstreamServer,
 ) -> None:
-    results = []
+    results, runs = [], []
     for target in (plain_proxy, proxy):
         run, generation, observations = run_with_extra_body(recorder, target, WORKAROUND_METADATA)
+        runs.append(run)
         proxy_obs = observations[generation.span_id]
         parent = observations.get(proxy_obs["parentObservationId"], {})
         results.append(
@@ -202,6 +261,8 @@ def test_legacy_metadata_wins_and_matches_the_old_result(
     # The caller's own metadata beats the headers: whatever LiteLLM made of it before, the
     # bridged proxy makes of it now.
     assert results[0] == results[1]
+    # Neither proxy passes the caller's metadata or context on to the model.
+    assert_runs_reached_the_model_without_context(upstream, runs)
     if variant == "langfuse":
         # The callback honours all four keys: parent = run-test, the other prompt, the name.
         assert results[1] == (True, "run-test", "legacy-generation", "second prompt+%", 4)
@@ -212,14 +273,19 @@ def test_legacy_metadata_wins_and_matches_the_old_result(
 
 
 def test_a_caller_chosen_trace_wins_over_the_traceparent(
-    variant: str, recorder: RecordingServer, proxy: ProxyProcess, plain_proxy: ProxyProcess
+    variant: str,
+    recorder: RecordingServer,
+    proxy: ProxyProcess,
+    plain_proxy: ProxyProcess,
+    upstream: UpstreamServer,
 ) -> None:
     """The caller names another trace than its traceparent's: the bridge mixes nothing in."""
     chosen = "c" * 32
     caller = {"metadata": {"existing_trace_id": chosen, "generation_name": "chosen-trace"}}
-    results = []
+    results, runs = [], []
     for target in (plain_proxy, proxy):
         run, generation, observations = run_with_extra_body(recorder, target, caller)
+        runs.append(run)
         parent_id = observations[generation.span_id]["parentObservationId"]
         results.append(
             (
@@ -231,6 +297,7 @@ def test_a_caller_chosen_trace_wins_over_the_traceparent(
         )
     # Whatever LiteLLM makes of the caller's choice, the bridged proxy makes the same.
     assert results[0][1:] == results[1][1:]
+    assert_runs_reached_the_model_without_context(upstream, runs)
     if variant == "langfuse":
         assert results[0][0] == chosen
         # The callback honours existing_trace_id, and the header's parent is not mixed into it.
@@ -272,28 +339,31 @@ def test_proxy_spans_are_from_the_proxy_process(
     assert generation.trace_id == run["trace_id"]
 
 
+# proxy endpoint -> (request body, where LiteLLM 1.106's `openai` provider sends it upstream).
+# /v1/messages for an `openai/` model is translated to the Responses API, not chat completions.
 ENDPOINTS = {
-    "/v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
-    "/v1/responses": {"input": "hi"},
-    "/v1/messages": {"max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]},
-    "/v1/completions": {"prompt": "hi"},
-    "/v1/embeddings": {"input": "hi"},
+    "/v1/chat/completions": (
+        {"messages": [{"role": "user", "content": "hi"}]},
+        "/v1/chat/completions",
+    ),
+    "/v1/responses": ({"input": "hi"}, "/v1/responses"),
+    "/v1/messages": (
+        {"max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]},
+        "/v1/responses",
+    ),
+    "/v1/completions": ({"prompt": "hi"}, "/v1/completions"),
+    "/v1/embeddings": ({"input": "hi"}, "/v1/embeddings"),
 }
 
 
 def test_every_llm_endpoint_is_bridged(
-    variant: str, recorder: RecordingServer, proxy: ProxyProcess
+    variant: str, recorder: RecordingServer, proxy: ProxyProcess, upstream: UpstreamServer
 ) -> None:
     # /messages and /responses keep their metadata elsewhere than /chat/completions does.
-    endpoints = dict(ENDPOINTS)
-    if variant.endswith("_v2"):
-        # Measured: with a mock_response model, LiteLLM's V2 logger emits no model-call span for
-        # /responses, /messages or /embeddings (only auth and route), bridge or not.
-        for path in ("/v1/responses", "/v1/messages", "/v1/embeddings"):
-            endpoints.pop(path)
-    for number, (path, body) in enumerate(endpoints.items(), start=1):
+    for number, (path, (body, upstream_path)) in enumerate(ENDPOINTS.items(), start=1):
         parent = SpanRef(f"{number:032x}", f"{number:016x}", sampled=True)
         headers = encode_headers(BridgeContext(parent=parent, prompt=PromptRef("test-prompt", 1)))
+        upstream.clear()
         response = httpx.post(
             f"{proxy.url}{path}",
             headers={"Authorization": f"Bearer {MASTER_KEY}", **headers},
@@ -301,8 +371,14 @@ def test_every_llm_endpoint_is_bridged(
             timeout=30,
         )
         assert response.status_code == 200, (path, response.text)
-    calls = llm_call_spans(recorder, len(endpoints))
-    assert sorted(int(c.trace_id, 16) for c in calls) == list(range(1, len(endpoints) + 1))
+        # The provider got exactly this call, and none of its trace context.
+        (sent,) = upstream.requests
+        assert (sent.method, sent.path, sent.body["model"]) == ("POST", upstream_path, MODEL)
+        assert_upstream_got_no_context(
+            [sent], secrets=[parent.trace_id, parent.span_id, "test-prompt"]
+        )
+    calls = llm_call_spans(recorder, len(ENDPOINTS))
+    assert sorted(int(c.trace_id, 16) for c in calls) == list(range(1, len(ENDPOINTS) + 1))
     for call in calls:
         spans = {s.span_id: s for s in recorder.spans_for_trace(call.trace_id)}
         top = call

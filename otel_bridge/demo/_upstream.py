@@ -11,8 +11,9 @@ It answers what LiteLLM's ``openai`` provider calls:
 * ``POST /v1/completions``, plain or streamed;
 * ``POST /v1/embeddings``, as float lists or base64 (the OpenAI SDK asks for base64 unless the
   caller chose);
-* ``POST /v1/responses``, plain or streamed (LiteLLM calls it for the proxy's ``/v1/responses``;
-  its ``/v1/messages`` for an ``openai/`` model arrives here as chat completions).
+* ``POST /v1/responses``, plain or streamed: LiteLLM 1.106 calls it for the proxy's
+  ``/v1/responses``, and also for its ``/v1/messages`` when the model is ``openai/<name>``
+  (it translates Anthropic messages to the Responses API, not to chat completions).
 
 Any other path gets a 404 in OpenAI's error shape, and is recorded too. Stdlib only: it runs in
 whichever environment imports it.
@@ -325,6 +326,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 refuses connections when a proxy opens hundreds at
+    # once; LiteLLM then retries, and the retried call is logged twice.
+    request_queue_size = 1024
     upstream: UpstreamServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:
