@@ -57,7 +57,7 @@ def instrument(*, gateways: str | Iterable[str] | None = None) -> None:
     except ImportError as error:
         # The project without its `client` extra: say what is missing, and let the app run.
         _logger.error(
-            "otel-bridge: not started: %s is not installed; install otel-bridge[client]",
+            "otel-bridge: not started: cannot import %s; install otel-bridge[client]",
             error.name,
         )
         return

@@ -41,6 +41,7 @@ from otel_bridge.package import _instruments_any
 
 _logger = logging.getLogger(__name__)
 
+_HTTPX_INSTRUMENTATION = "opentelemetry.instrumentation.httpx"
 _HTTP_INSTRUMENTORS = {
     "httpx": "HTTPXClientInstrumentor",
     "httpx2": "HTTPX2ClientInstrumentor",
@@ -73,13 +74,13 @@ class BridgeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         type(self)._previous_textmap = propagate.get_global_textmap()
         propagate.set_global_textmap(textmap_from_env(_client.GatewayBaggagePropagator()))
         for module_name, class_name in _HTTP_INSTRUMENTORS.items():
-            if importlib.util.find_spec(module_name) is None:
-                continue
+            if importlib.util.find_spec(module_name) is None or not _has_httpx_instrumentation():
+                continue  # unsupported_reasons() said so where that matters
             try:
-                module = importlib.import_module("opentelemetry.instrumentation.httpx")
+                module = importlib.import_module(_HTTPX_INSTRUMENTATION)
                 instrumentor = getattr(module, class_name)()
             except (ImportError, AttributeError):
-                continue  # unsupported_reasons() said so
+                continue
             if instrumentor.is_instrumented_by_opentelemetry:
                 _logger.warning(
                     "otel-bridge: %s was instrumented before the bridge; its requests carry "
@@ -146,6 +147,10 @@ def _configure_gateways(
     )
 
 
+def _has_httpx_instrumentation() -> bool:
+    return importlib.util.find_spec(_HTTPX_INSTRUMENTATION) is not None
+
+
 def _major(distribution: str) -> int | None:
     try:
         return int(importlib.metadata.version(distribution).split(".")[0])
@@ -156,13 +161,13 @@ def _major(distribution: str) -> int | None:
 def unsupported_reasons() -> list[str]:
     """What in this environment the bridge cannot serve, each as one sentence."""
     reasons = []
-    if importlib.util.find_spec("opentelemetry.instrumentation.httpx") is None:
+    if not _has_httpx_instrumentation():
         reasons.append(
             "opentelemetry-instrumentation-httpx is not installed, so gateway calls carry "
             "neither traceparent nor the prompt link; install otel-bridge[client]"
         )
     elif importlib.util.find_spec("httpx2") is not None:
-        module = importlib.import_module("opentelemetry.instrumentation.httpx")
+        module = importlib.import_module(_HTTPX_INSTRUMENTATION)
         if not hasattr(module, _HTTP_INSTRUMENTORS["httpx2"]):
             reasons.append(
                 "httpx2 (the OpenAI SDK 3's HTTP client) is installed but this "

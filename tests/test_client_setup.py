@@ -134,3 +134,59 @@ def test_distro_defaults_and_what_the_user_set_wins() -> None:
     assert aimed["OTEL_TRACES_EXPORTER"] == "otlp"
     mine = json.loads(_run(code, {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}).stdout)
     assert mine["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/json"
+
+
+def test_instrument_without_the_client_extra_says_so_and_the_app_runs() -> None:
+    # The project installed without its `client` extra: no opentelemetry-instrumentation.
+    code = """
+    import sys
+    sys.modules["opentelemetry.instrumentation"] = None
+    import otel_bridge
+    otel_bridge.instrument()
+    print("app ran")
+    """
+    result = _run(code, {})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "app ran"
+    (line,) = [line for line in result.stderr.splitlines() if "otel-bridge" in line]
+    assert "not started" in line and "opentelemetry.instrumentation" in line
+    assert "otel-bridge[client]" in line
+
+
+def test_what_cannot_be_served_is_said_at_start_up_in_one_line_each(
+    gateway: CaptureServer,
+) -> None:
+    # This environment, made to look like langfuse 2, the OpenAI SDK 0.x and no httpx
+    # instrumentation: the bridge starts, says why each cannot work, and the app runs.
+    code = f"""
+    import importlib.metadata, importlib.util
+    real_version, real_find_spec = importlib.metadata.version, importlib.util.find_spec
+    fake = {{"langfuse": "2.60.10", "openai": "0.28.1"}}
+    importlib.metadata.version = lambda name: fake.get(name) or real_version(name)
+    importlib.util.find_spec = lambda name, *a: (
+        None if name == "opentelemetry.instrumentation.httpx" else real_find_spec(name, *a)
+    )
+    import httpx, otel_bridge
+    otel_bridge.instrument(gateways=[{_origin(gateway)!r}])
+    with otel_bridge.use_prompt({{"name": "p", "version": 2}}):
+        httpx.get({gateway.url!r})
+    print("app ran")
+    """
+    result = _run(code, {})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "app ran"
+    said = [line for line in result.stderr.splitlines() if "unsupported here" in line]
+    assert len(said) == 3, result.stderr
+    assert "opentelemetry-instrumentation-httpx is not installed" in said[0]
+    assert "langfuse 2.60.10 does not trace through OpenTelemetry" in said[1]
+    assert "OpenAI SDK 0.28.1" in said[2]
+    # httpx was left uninstrumented: the request went out without any bridge context.
+    (request,) = gateway.requests
+    assert "traceparent" not in request and "baggage" not in request
+
+
+def test_a_supported_environment_says_nothing_unsupported(gateway: CaptureServer) -> None:
+    code = f"URL = {gateway.url!r}\n" + CALL_GATEWAY.format(setup="otel_bridge.instrument()")
+    result = _run(code, {"OTEL_BRIDGE_GATEWAYS": _origin(gateway)})
+    assert result.returncode == 0, result.stderr
+    assert "otel-bridge" not in result.stderr
