@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -23,7 +25,7 @@ from harness import (
     upstream_config,
 )
 
-from otel_bridge._verify import LangfuseReader, PromptWanted, judge, render_tree
+from otel_bridge._verify import LangfuseReader, PromptWanted, judge, render_tree, verify
 from otel_bridge.recording_server import RecordingServer
 
 CLI = [sys.executable, "-m", "otel_bridge.cli"]
@@ -425,3 +427,80 @@ def test_judge_names_the_expected_prompt_where_langfuse_keeps_no_link() -> None:
         "version 1 exists in this project"
     ]
     assert asked == [PromptWanted("test-prompt", 7), PromptWanted("test-prompt", 1)]
+
+
+class _LangfuseWithoutV2:
+    """Answers as a Langfuse server with LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN off: v2
+    observations 404 with the message of web/src/pages/api/public/v2/observations/index.ts, and
+    the v1 trace endpoint either 404 for every trace (events_only, the message of
+    createAuthedProjectAPIRoute's rejectInEventsOnlyMode) or serving ``trace`` (v3, legacy)."""
+
+    V2_OFF = (
+        "The observations v2 API is only available in a Langfuse v4 write mode. Learn more at: "
+        "https://langfuse.com/docs/v4"
+    )
+    EVENTS_ONLY = (
+        "This endpoint is not available on deployments running in Langfuse v4 events_only "
+        "mode. Learn more about Langfuse v4 at: https://langfuse.com/docs/v4"
+    )
+
+    def __init__(self, trace: dict[str, object] | None) -> None:
+        self.paths: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.paths.append(self.path.split("?", 1)[0])
+                if self.path.startswith("/api/public/v2/observations"):
+                    self._json(404, {"message": outer.V2_OFF, "error": "LangfuseNotFoundError"})
+                elif trace is None:
+                    self._json(404, {"message": outer.EVENTS_ONLY})
+                else:
+                    self._json(200, trace)
+
+            def _json(self, status: int, body: object) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> _LangfuseWithoutV2:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def test_verify_names_an_events_only_langfuse_that_serves_no_reads() -> None:
+    with _LangfuseWithoutV2(trace=None) as langfuse:
+        started = time.monotonic()
+        verdict = verify(LangfuseReader(langfuse.url, "pk", "sk"), "2" * 32, wait=30)
+        elapsed = time.monotonic() - started
+    (failed,) = verdict.checks
+    assert failed.detail.startswith("events-only 404: this Langfuse runs in the events_only")
+    assert "LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN=true" in failed.detail
+    assert langfuse.paths == ["/api/public/v2/observations", f"/api/public/traces/{'2' * 32}"]
+    assert elapsed < 10  # no waiting for what cannot come
+
+
+def test_verify_falls_back_to_the_v1_trace_where_v2_is_off() -> None:
+    trace = _gateway_trace(**LINKED)
+    with _LangfuseWithoutV2(trace=trace) as langfuse:
+        verdict = verify(LangfuseReader(langfuse.url, "pk", "sk"), "t" * 32, wait=5)
+    assert verdict.ok, verdict.summary()
+    assert langfuse.paths == ["/api/public/v2/observations", f"/api/public/traces/{'t' * 32}"]
