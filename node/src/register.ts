@@ -6,17 +6,10 @@
  */
 
 import { OTEL_BRIDGE_GATEWAYS, isDisabled, start } from "./setup";
-import { configuredGateways } from "./client";
 
 if (!isDisabled()) {
   try {
     start();
-    if (configuredGateways().length === 0) {
-      console.warn(
-        `otel-bridge: ${OTEL_BRIDGE_GATEWAYS} is empty, so no request carries a prompt link; ` +
-          "set it to the gateway's base URL, e.g. http://localhost:4000",
-      );
-    }
   } catch (error) {
     console.error(
       `otel-bridge: not started: ${(error as Error).message}. ` +

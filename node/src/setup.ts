@@ -43,7 +43,7 @@ export function configure(options: BridgeOptions = {}): Origin[] {
   const gateways = parseGateways(options.gateways ?? env[OTEL_BRIDGE_GATEWAYS]);
   configureGateways(gateways);
   if (gateways.length === 0) {
-    diag.warn(
+    console.warn(
       "otel-bridge: OTEL_BRIDGE_GATEWAYS is empty, so no request will carry a prompt link; " +
         "set it to the gateway's base URL, e.g. http://localhost:4000",
     );
@@ -74,7 +74,7 @@ export function createPropagator(env: NodeJS.ProcessEnv = process.env): TextMapP
   for (const name of new Set(names)) {
     if (name === "tracecontext") propagators.push(new W3CTraceContextPropagator());
     else if (name !== "baggage") {
-      diag.warn(
+      console.warn(
         `otel-bridge: OTEL_PROPAGATORS names ${JSON.stringify(name)}, which the bridge's ` +
           "register entry does not provide; build your own NodeSDK with withOtelBridge() for it",
       );
