@@ -101,11 +101,13 @@ def _print_verdict(verdict: Verdict) -> None:
     print(verdict.summary())
 
 
-def _run_app(env: dict[str, str]) -> tuple[str, PromptWanted | None]:
-    """Run the demo app; its trace id and the prompt it used."""
+def _run_app(
+    env: dict[str, str], command: list[str] | None = None
+) -> tuple[str, PromptWanted | None]:
+    """Run the demo app (``command``, default the Python one); its trace id and prompt."""
     launcher = Path(sys.executable).parent / "opentelemetry-instrument"
     result = subprocess.run(
-        [str(launcher), sys.executable, "-m", "otel_bridge.demo.app"],
+        command or [str(launcher), sys.executable, "-m", "otel_bridge.demo.app"],
         env=env,
         capture_output=True,
         text=True,
@@ -136,6 +138,11 @@ def add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=int,
         help="the version of 'test-prompt' the app uses (default: the production one); a "
         "version the project lacks shows how a missing prompt is reported",
+    )
+    parser.add_argument(
+        "--node",
+        action="store_true",
+        help="run the scenario from a Node app (node/demo/app.mjs, @otel-bridge/node)",
     )
     _add_wait_flag(parser)
     parser.set_defaults(func=demo_command)
@@ -203,8 +210,15 @@ def demo_command(args: argparse.Namespace) -> int:
                 }
                 if args.prompt_version is not None:
                     app_env[DEMO_PROMPT_VERSION_ENV] = str(args.prompt_version)
-                print("running the scenario under opentelemetry-instrument ...")
-                trace_id, prompt = _run_app(app_env)
+                if args.node:
+                    from otel_bridge.demo._node import node_app_command, node_app_env
+
+                    command = node_app_command()
+                    print("running the scenario from Node, under its register entry ...")
+                    trace_id, prompt = _run_app(node_app_env(app_env), command)
+                else:
+                    print("running the scenario under opentelemetry-instrument ...")
+                    trace_id, prompt = _run_app(app_env)
                 # The proxy exports its generation on its own schedule: poll for it.
                 reader = LangfuseReader(base, public, secret)
                 _announce_wait(trace_id, base, args.wait)
