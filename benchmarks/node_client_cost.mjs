@@ -237,8 +237,8 @@ async function realRequestsBench() {
       plain2: spawn(clientEnv("plain")),
     };
     for (const child of Object.values(clients)) await once(child);
-    const count = QUICK ? 200 : 1000;
-    const repeats = QUICK ? 7 : 40;
+    const count = QUICK ? 100 : 300;
+    const repeats = QUICK ? 7 : 30;
     const ask = async (name, target) => {
       clients[name].send({ target, count });
       return (await once(clients[name])).perRequest;

@@ -184,7 +184,6 @@ export function start(options: BridgeOptions = {}): BridgeHandle | undefined {
   if (started !== undefined) return started;
   configure(options);
   // Loaded here so that importing the package for its helpers does not load the SDK.
-  /* eslint-disable @typescript-eslint/no-require-imports */
   const { NodeTracerProvider, BatchSpanProcessor } =
     require("@opentelemetry/sdk-trace-node") as typeof import("@opentelemetry/sdk-trace-node");
   const { defaultResource, detectResources, envDetector } =
