@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -175,12 +177,30 @@ STARTUP_TESTS = {
     "test_disabled_bridge_sends_no_prompt_and_leaves_the_app_running",
     "test_bad_gateway_setting_is_reported_and_the_app_still_runs",
 }
+# 200 concurrent calls take minutes per path on a shared 2-core machine: Langfuse's own
+# propagateAttributes on every path, usePrompt (the same client code, another source) on one.
+CONCURRENT_PATHS = {"langfuse": ["propagate_attributes", "use_prompt"]}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "variant" in metafunc.fixturenames:
-        variants = ["langfuse"] if metafunc.function.__name__ in STARTUP_TESTS else VARIANTS
-        metafunc.parametrize("variant", variants, indirect=True, scope="module")
+    if "variant" not in metafunc.fixturenames:
+        return
+    name = metafunc.function.__name__
+    if name in STARTUP_TESTS:
+        metafunc.parametrize("variant", ["langfuse"], indirect=True, scope="module")
+    elif name == "test_200_concurrent_calls_two_prompts_no_cross_talk":
+        combos = [
+            (v, p) for v in VARIANTS for p in CONCURRENT_PATHS.get(v, ["propagate_attributes"])
+        ]
+        metafunc.parametrize(
+            ("variant", "path"),
+            combos,
+            ids=[f"{v}-{p}" for v, p in combos],
+            indirect=["variant"],
+            scope="module",
+        )
+    else:
+        metafunc.parametrize("variant", VARIANTS, indirect=True, scope="module")
 
 
 def _collector_env(recorder: RecordingServer) -> dict[str, str]:
@@ -319,7 +339,6 @@ def test_two_prompts_one_after_the_other(
         assert_linked(recorder, run)
 
 
-@pytest.mark.parametrize("path", ["propagate_attributes", "use_prompt"])
 def test_200_concurrent_calls_two_prompts_no_cross_talk(
     path: str, variant: str, recorder: RecordingServer, proxy: ProxyProcess, node_package: Path
 ) -> None:
@@ -375,3 +394,29 @@ def test_bad_gateway_setting_is_reported_and_the_app_still_runs(
     assert 'gateway "localhost:4000": scheme must be http or https' in result.stderr
     assert "OTEL_BRIDGE_GATEWAYS" in result.stderr
     assert json.loads(result.stdout.splitlines()[-1])["text"]
+
+
+def test_demo_node_variant_reports_a_unified_trace(node_package: Path) -> None:
+    """`otel-bridge demo --node --local`: the demo scenario from Node, checked by verify."""
+    proxy_python = os.environ.get("OTEL_BRIDGE_PROXY_PYTHON", str(REPO / ".venv-proxy/bin/python"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "LANGFUSE_"))}
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "otel-bridge"),
+            "demo",
+            "--node",
+            "--local",
+            "--proxy-python",
+            proxy_python,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "running the scenario from Node" in result.stdout
+    assert "[ok] prompt linked on the gateway generation: prompt 'test-prompt' version 1" in (
+        result.stdout
+    )
+    assert "UNIFIED: trace" in result.stdout
