@@ -160,6 +160,28 @@ MODEL_ATTRIBUTES = (
     "model",
 )
 
+# Which requests the span processor types so that Langfuse counts one generation per model
+# call: "all" (default: every request through a bridged proxy; on an unbridged request the
+# only change is `langfuse.observation.type=span` on spans that are not the model call) or
+# "bridged" (requests without bridge context are exported exactly as LiteLLM exports them).
+OTEL_BRIDGE_SPAN_TYPING = "OTEL_BRIDGE_SPAN_TYPING"
+SPAN_TYPING_CHOICES = ("all", "bridged")
+
+
+def types_unbridged_requests(value: str | None) -> bool:
+    """``OTEL_BRIDGE_SPAN_TYPING``'s value -> whether unbridged requests are typed too."""
+    text = (value or "").strip().lower() or "all"
+    if text not in SPAN_TYPING_CHOICES:
+        _logger.warning(
+            "otel-bridge: %s=%r is not one of %s; using 'all'",
+            OTEL_BRIDGE_SPAN_TYPING,
+            value,
+            "/".join(SPAN_TYPING_CHOICES),
+        )
+        return True
+    return text == "all"
+
+
 # The bridge context of the request being served. Set by the hook inside the request's task;
 # asyncio tasks and LiteLLM's logging worker copy it, so the spans LiteLLM starts for this
 # request see it and no other request's spans can.
@@ -178,19 +200,25 @@ class ProxySpanProcessor(SpanProcessor):
       a model attribute stamped on them later does not make Langfuse count them as
       generations.
 
-    A request without bridge context is left exactly as LiteLLM exports it. Some of a
-    request's spans start before the hook has read its headers (the server span, auth), so
-    a span also counts as bridged when it continues a caller's ``traceparent`` (its parent is
-    remote), when the request's baggage names a prompt, or when its parent was bridged.
+    A request without bridge context gets no prompt link; with ``type_unbridged`` its spans are
+    typed by the same rule (one generation per model call on every request, see
+    :data:`OTEL_BRIDGE_SPAN_TYPING`), without it they are left exactly as LiteLLM exports
+    them. Some of a request's spans start before the hook has read its headers (the server
+    span, auth), so a span also counts as bridged when it continues a caller's
+    ``traceparent`` (its parent is remote), when the request's baggage names a prompt, or when
+    its parent was bridged.
     """
 
     def __init__(
         self,
         is_not_a_model_call: Callable[[Span], bool] = lambda span: False,
         errors: RejectionLog | None = None,
+        *,
+        type_unbridged: bool = False,
     ):
         self.is_not_a_model_call = is_not_a_model_call
         self.errors = errors or RejectionLog()
+        self.type_unbridged = type_unbridged
         # Weakly held: a finished request's spans go when LiteLLM and the exporter drop them.
         self._bridged: weakref.WeakSet[Span] = weakref.WeakSet()
 
@@ -203,12 +231,15 @@ class ProxySpanProcessor(SpanProcessor):
 
     def _on_start(self, span: Span, parent_context: Context | None) -> None:
         request = current_request.get()
-        if request is None and not self._continues_bridged_request(span, parent_context):
+        bridged = request is not None or self._continues_bridged_request(span, parent_context)
+        if not bridged and not self.type_unbridged:
             return
-        self._bridged.add(span)
         attributes = span.attributes or {}
         if _OBSERVATION_TYPE not in attributes and self.is_not_a_model_call(span):
             span.set_attribute(_OBSERVATION_TYPE, "span")
+        if not bridged:
+            return
+        self._bridged.add(span)
         if request is None or request.prompt is None or _PROMPT_NAME in attributes:
             return
         if request.parent is not None and span.context.trace_id != int(request.parent.trace_id, 16):

@@ -3,6 +3,7 @@
 otel-bridge demo                      # everything local: proxy, model server, recording server
 otel-bridge verify --trace-id ID      # read a trace back from Langfuse and judge it
 otel-bridge check --gateway URL       # probe a running gateway as an instrumented app would
+otel-bridge litellm-callback-file CONFIG   # the hook file LiteLLM < 1.94 loads next to config.yaml
 
 Each subcommand is one ``add_<name>`` (its flags) and one ``<name>_command`` (what it does).
 """
@@ -312,6 +313,24 @@ def check_command(args: argparse.Namespace) -> int:
     )
 
 
+def add_litellm_callback_file(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    parser = commands.add_parser(
+        "litellm-callback-file",
+        help="write otel_bridge_callback.py next to the proxy's config.yaml (LiteLLM < 1.94)",
+    )
+    parser.add_argument("config", help="path of the LiteLLM proxy's config.yaml")
+    parser.add_argument("--print", action="store_true", help="print the file, write nothing")
+    parser.set_defaults(func=litellm_callback_file_command)
+
+
+def litellm_callback_file_command(args: argparse.Namespace) -> int:
+    from otel_bridge._litellm_compat import callback_file_command
+
+    return callback_file_command(args.config, print_only=args.print)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="otel-bridge", description=__doc__.splitlines()[0] if __doc__ else None
@@ -320,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_demo(commands)
     add_verify(commands)
     add_check(commands)
+    add_litellm_callback_file(commands)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

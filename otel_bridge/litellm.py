@@ -39,10 +39,12 @@ from otel_bridge._config import (
     refused_baggage_prefixes,
 )
 from otel_bridge._context import decode_headers
+from otel_bridge._litellm_compat import log_findings
 from otel_bridge._propagation import textmap_from_env
 from otel_bridge._proxy import (
     DEFAULT_REFUSED_BAGGAGE_PREFIXES,
     MODEL_ATTRIBUTES,
+    OTEL_BRIDGE_SPAN_TYPING,
     ProxyBaggagePropagator,
     ProxySpanProcessor,
     RejectionLog,
@@ -50,6 +52,7 @@ from otel_bridge._proxy import (
     apply,
     current_request,
     langfuse_metadata,
+    types_unbridged_requests,
 )
 
 _logger = logging.getLogger("otel_bridge.proxy")
@@ -108,8 +111,10 @@ def _litellm_tracer_providers() -> list[TracerProvider]:
             candidates = [getattr(callback, "_tracer_provider", None)]
             cache = getattr(callback, "_tracer_provider_cache", None)
             if isinstance(cache, Mapping):
+                # 1.81.15-1.98.1 cache bare providers, later releases wrap them (`.provider`).
                 candidates.extend(
-                    getattr(entry, "provider", None) for entry in list(cache.values())
+                    entry if isinstance(entry, TracerProvider) else getattr(entry, "provider", None)
+                    for entry in list(cache.values())
                 )
             for provider in candidates:
                 if isinstance(provider, TracerProvider) and all(provider is not p for p in found):
@@ -128,13 +133,21 @@ def _not_a_model_call(span: Span) -> bool:
     are typed as plain spans.
     """
     scope = span.instrumentation_scope
-    if scope is None or scope.name != _LITELLM_SCOPE:
+    if scope is None or scope.name not in _litellm_scopes():
         return True
     attributes = span.attributes or {}
     return span.kind is not SpanKind.CLIENT and any(k in attributes for k in MODEL_ATTRIBUTES)
 
 
 _LITELLM_SCOPE = "litellm"
+
+
+def _litellm_scopes() -> tuple[str, str]:
+    # The legacy OTel loggers name their tracer OTEL_TRACER_NAME (default "litellm"); V2's is
+    # always "litellm".
+    return _LITELLM_SCOPE, os.environ.get("OTEL_TRACER_NAME") or _LITELLM_SCOPE
+
+
 _CALLBACK_LISTS = (
     "callbacks",
     "success_callback",
@@ -168,8 +181,9 @@ class _SpanProcessorInstaller:
     them, and hook calls look again at most once a second.
     """
 
-    def __init__(self, errors: RejectionLog) -> None:
+    def __init__(self, errors: RejectionLog, *, type_unbridged: bool = True) -> None:
         self._errors = errors
+        self._type_unbridged = type_unbridged
         self._lock = threading.Lock()
         self._installed: list[TracerProvider] = []
         self._next_scan = 0.0
@@ -183,7 +197,11 @@ class _SpanProcessorInstaller:
             with self._lock:
                 if any(provider is done for done in self._installed):
                     continue
-                provider.add_span_processor(ProxySpanProcessor(_not_a_model_call, self._errors))
+                provider.add_span_processor(
+                    ProxySpanProcessor(
+                        _not_a_model_call, self._errors, type_unbridged=self._type_unbridged
+                    )
+                )
                 self._installed.append(provider)
             _logger.info("otel-bridge: span processor added to %s", type(provider).__name__)
 
@@ -209,10 +227,15 @@ class LiteLLMBridge(CustomLogger):  # type: ignore[misc]
         self.enabled = not is_disabled()
         self.trust = trust or TrustPolicy.parse(os.environ.get(OTEL_BRIDGE_TRUSTED_CALLERS))
         self.rejections = RejectionLog()
-        self.span_processor = _SpanProcessorInstaller(self.rejections)
+        self.span_processor = _SpanProcessorInstaller(
+            self.rejections,
+            type_unbridged=types_unbridged_requests(os.environ.get(OTEL_BRIDGE_SPAN_TYPING)),
+        )
 
     def start(self) -> None:
-        """Process-wide setup: the gateway's baggage rules and the span processor."""
+        """Process-wide setup: the gateway's baggage rules and the span processor; one log
+        line for each thing this LiteLLM release cannot do with the bridge."""
+        log_findings()
         prefixes = refused_baggage_prefixes(DEFAULT_REFUSED_BAGGAGE_PREFIXES)
         propagate.set_global_textmap(textmap_from_env(ProxyBaggagePropagator(prefixes)))
         self.span_processor.watch()
