@@ -1128,7 +1128,18 @@ def test_prompt_lookups_over_http(srv: RecordingServer) -> None:
     assert raw.json()["version"] == 1
 
     missing = get("nope")
-    assert missing.status_code == 404 and "message" in missing.json()
+    # promptNameHandler.ts: LangfuseNotFoundError with this message (withMiddlewares body).
+    assert (missing.status_code, missing.json()) == (
+        404,
+        {
+            "error": "LangfuseNotFoundError",
+            "message": "Prompt not found: 'nope' with label 'production'",
+        },
+    )
+    assert get("support/triage", version="9").json()["message"] == (
+        "Prompt not found: 'support/triage' with version 9"
+    )
+    assert production["isActive"] is True
     assert get("support/triage", version="9").status_code == 404
     assert get("support/triage", label="canary").status_code == 404
     assert get("support/triage", version="1", label="production").status_code == 400

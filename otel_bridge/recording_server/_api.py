@@ -362,12 +362,13 @@ class Api:
         versions = self._store.prompt_versions(name)
         newest = max(versions) if versions else None
         chosen: int | None
+        # promptNameHandler.ts: the not-found message names the version, else the label.
         if version is not None:
             chosen = version if version in versions else None
             wanted = f"version {version}"
         else:
             effective = label or DEFAULT_PROMPT_LABEL
-            wanted = f"label {effective!r}"
+            wanted = f"label '{effective}'"
             carrying = [v for v, (p, _) in versions.items() if effective in p.labels]
             if effective == LATEST_LABEL and newest is not None:
                 carrying.append(newest)
@@ -378,9 +379,9 @@ class Api:
                 404,
                 {
                     "error": "LangfuseNotFoundError",
-                    "message": f"Prompt not found: {name!r} with {wanted}",
+                    "message": f"Prompt not found: '{name}' with {wanted}",
                 },
-                reason=f"prompt {name!r} with {wanted} not found",
+                reason=f"prompt '{name}' with {wanted} not found",
             )
         record, created = versions[chosen]
         labels = list(record.labels)
@@ -405,6 +406,7 @@ class Api:
                 "tags": list(record.tags),
                 "commitMessage": record.commit_message,
                 "resolutionGraph": None,
+                "isActive": DEFAULT_PROMPT_LABEL in record.labels,
             },
         )
 

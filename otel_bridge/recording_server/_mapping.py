@@ -1129,9 +1129,9 @@ def v2_item(row: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
         cost_in, cost_out, cost_total = _reduce(cost)
         item |= {
             "usageDetails": dict(usage),
-            "inputUsage": usage_in or 0,
-            "outputUsage": usage_out or 0,
-            "totalUsage": usage_total,
+            "inputUsage": int(usage_in or 0),
+            "outputUsage": int(usage_out or 0),
+            "totalUsage": int(usage_total),
             "costDetails": dict(cost),
             "inputCost": cost_in,
             "outputCost": cost_out,
