@@ -15,7 +15,10 @@ It answers what LiteLLM's ``openai`` provider calls:
   ``/v1/responses``, and also for its ``/v1/messages`` when the model is ``openai/<name>``
   (it translates Anthropic messages to the Responses API, not to chat completions).
 
-Any other path gets a 404 in OpenAI's error shape, and is recorded too. Stdlib only: it runs in
+``GET /v1/models`` lists the models asked for so far: LiteLLM's ``openai`` provider calls it
+on its own now and then (model discovery), so it is no model call. Any other path gets a 404 in
+OpenAI's error shape. Every request is recorded; :attr:`UpstreamServer.model_calls` are the
+POSTs. Stdlib only: it runs in
 whichever environment imports it.
 """
 
@@ -271,7 +274,9 @@ class _Handler(BaseHTTPRequestHandler):
         stream = self.command == "POST" and payload.get("stream") is True
         include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
         route = (self.command, path.removeprefix("/v1"))
-        if route == ("POST", "/chat/completions"):
+        if route == ("GET", "/models"):
+            self._json(200, self.server.upstream._model_list())
+        elif route == ("POST", "/chat/completions"):
             if stream:
                 self._sse(_chat_stream(model, answer, include_usage), done_marker=True)
             else:
@@ -396,6 +401,11 @@ class UpstreamServer:
         with self._lock:
             return list(self._requests)
 
+    @property
+    def model_calls(self) -> list[UpstreamRequest]:
+        """The requests that asked the model for something (every POST), in arrival order."""
+        return [r for r in self.requests if r.method == "POST"]
+
     def clear(self) -> None:
         with self._lock:
             self._requests.clear()
@@ -413,6 +423,17 @@ class UpstreamServer:
                     raise TimeoutError(f"upstream: condition not met after {timeout}s; got {seen}")
                 self._changed.wait(left)
             return list(self._requests)
+
+    def _model_list(self) -> dict[str, Any]:
+        with self._lock:
+            seen = {r.body["model"] for r in self._requests if isinstance(r.body, dict)}
+        names = sorted(name for name in seen if isinstance(name, str))
+        return {
+            "object": "list",
+            "data": [
+                {"id": n, "object": "model", "created": 0, "owned_by": "otel-bridge"} for n in names
+            ],
+        }
 
     def _record(self, request: UpstreamRequest) -> None:
         with self._changed:
