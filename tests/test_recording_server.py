@@ -631,6 +631,7 @@ def test_v2_field_groups_and_item_shape(srv: RecordingServer) -> None:
             "langfuse.observation.usage_details": '{"input": 3, "output": 4}',
             "langfuse.observation.completion_start_time": "2023-11-14T22:13:20.250Z",
             "gen_ai.request.model": "gpt-x",
+            "langfuse.observation.metadata.long": "é" * 300,
         },
     )
     assert _post_json(srv, _otlp_json(root, child)).status_code == 200
@@ -667,6 +668,12 @@ def test_v2_field_groups_and_item_shape(srv: RecordingServer) -> None:
         None,
     )
     assert (top["traceName"], item["traceName"]) == ("my-trace", None)
+    # events_core_mv keeps leftUTF8(metadata value, 200); io or expandMetadata join events_full.
+    long_key = "long"
+    cut = _v2(srv, traceId=TRACE, name="child", fields="metadata").json()["data"][0]["metadata"]
+    full = _v2(srv, traceId=TRACE, name="child", fields="metadata,io").json()["data"][0]
+    assert cut[long_key] == "é" * 200
+    assert full["metadata"][long_key] == "é" * 300
     assert item["projectId"] == top["projectId"] != ""
 
 

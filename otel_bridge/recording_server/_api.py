@@ -314,7 +314,9 @@ class Api:
         if len(selected) > limit and page:
             last = page[-1]
             meta["cursor"] = _cursor_for(last)
-        return {"data": [v2_item(row, fields) for row in page], "meta": meta}
+        full_metadata = "io" in fields or bool((params.get("expandMetadata") or "").strip(", "))
+        items = [v2_item(row, fields, full_metadata=full_metadata) for row in page]
+        return {"data": items, "meta": meta}
 
     def _observations_v2(self, query: str) -> Outcome:
         try:

@@ -1078,8 +1078,14 @@ def _parse_metadata_value(value: str) -> Any:
         return value
 
 
-def v2_item(row: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
-    """One element of ``GET /api/public/v2/observations``'s ``data`` for the requested groups."""
+def v2_item(
+    row: Mapping[str, Any], fields: Sequence[str], *, full_metadata: bool = False
+) -> dict[str, Any]:
+    """One element of ``GET /api/public/v2/observations``'s ``data`` for the requested groups.
+
+    Metadata comes from events_core, whose values the events_core_mv cuts to 200 characters
+    (``leftUTF8(v, 200)``), unless the query joins events_full: ``full_metadata`` (io or
+    expandMetadata requested, ``getObservationsV2FromEventsTableForPublicApi``)."""
     start_ms, end_ms = int(row["start_ms"]), row["end_ms"]
     completion_ms = row["completion_start_ms"]
     item: dict[str, Any] = {
@@ -1115,7 +1121,10 @@ def v2_item(row: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
         # applyInputOutputRendering without JSON parsing: raw strings, "" as null.
         item |= {"input": row["input"] or None, "output": row["output"] or None}
     if "metadata" in fields:
-        item["metadata"] = {k: _parse_metadata_value(v) for k, v in row["metadata"].items()}
+        item["metadata"] = {
+            key: _parse_metadata_value(value if full_metadata else value[:200])
+            for key, value in row["metadata"].items()
+        }
     if "model" in fields:
         parameters = row["model_parameters"]
         item |= {
