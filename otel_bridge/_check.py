@@ -51,7 +51,6 @@ class ProbeResult:
     trace_id: str
     marker: str
     gateway_span_ids: Sequence[str]
-    started: datetime
 
 
 class CheckError(Exception):
@@ -115,7 +114,6 @@ def run_probe(
     )
     if export_filter:
         env["OTEL_BRIDGE_CHECK_EXPORT_FILTER"] = export_filter
-    started = datetime.now(UTC)
     completed = subprocess.run(
         [sys.executable, "-m", PROBE_MODULE],
         env=env,
@@ -146,18 +144,14 @@ def run_probe(
         trace_id=str(result["trace_id"]),
         marker=str(result["marker"]),
         gateway_span_ids=[str(s) for s in result.get("gateway_span_ids") or []],
-        started=started,
     )
 
 
 def find_elsewhere(reader: LangfuseReader, probe: ProbeResult) -> str | None:
     """The trace id the gateway logged the probe's generation under, if not the app's."""
-    params: dict[str, str | int] = {
-        "type": "GENERATION",
-        "fromStartTime": (probe.started - timedelta(seconds=5)).isoformat().replace("+00:00", "Z"),
-        "fields": "core,io",
-        "limit": 100,
-    }
+    # v2 pages newest first: the probe's generation is among the project's latest ones unless
+    # more than a page of generations started since (a busy project: then it is not named).
+    params: dict[str, str | int] = {"type": "GENERATION", "fields": "core,io", "limit": 200}
     try:
         response = reader.get("/api/public/v2/observations", params)
         response.raise_for_status()

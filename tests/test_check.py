@@ -36,11 +36,11 @@ _NOT_FORWARDED = {"host", "content-length", "connection", "transfer-encoding", "
 pytestmark = pytest.mark.e2e
 
 
-class BaggageStrippingForwarder:
-    """A reverse proxy on loopback that passes requests on without their `baggage` header,
-    like a load balancer or API gateway that forwards only the headers it knows."""
+class HeaderStrippingForwarder:
+    """A reverse proxy on loopback that passes requests on without some headers (`baggage` by
+    default), like a load balancer or API gateway that forwards only the headers it knows."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, strip: frozenset[str] = frozenset({"baggage"})) -> None:
         self.target = target.rstrip("/")
         self.seen: list[dict[str, str]] = []  # the headers each request arrived with
         outer = self
@@ -58,7 +58,7 @@ class BaggageStrippingForwarder:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 outer.seen.append(headers)
                 body = self.rfile.read(int(headers.get("content-length") or 0))
-                passed = {k: v for k, v in headers.items() if k not in _NOT_FORWARDED | {"baggage"}}
+                passed = {k: v for k, v in headers.items() if k not in _NOT_FORWARDED | strip}
                 answer = httpx.request(
                     method, outer.target + self.path, headers=passed, content=body, timeout=120
                 )
@@ -80,7 +80,7 @@ class BaggageStrippingForwarder:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def __enter__(self) -> BaggageStrippingForwarder:
+    def __enter__(self) -> HeaderStrippingForwarder:
         self._thread.start()
         return self
 
@@ -206,7 +206,7 @@ def test_baggage_stripped_by_a_proxy_in_between(
     deployment: tuple[RecordingServer, ProxyProcess, ProxyProcess],
 ) -> None:
     recorder, bridged, _ = deployment
-    with BaggageStrippingForwarder(bridged.url) as forwarder:
+    with HeaderStrippingForwarder(bridged.url) as forwarder:
         result = run_check(recorder, forwarder.url)
     assert result.returncode == 1, result.stdout + result.stderr
     # The probe sent both headers to the forwarder; the gateway got only traceparent.
@@ -218,6 +218,27 @@ def test_baggage_stripped_by_a_proxy_in_between(
         "its generation from the app's traceparent"
     ), result.stdout
     assert "CHECK FAILED: baggage stripped" in result.stdout
+
+
+def test_the_generation_in_another_trace_is_found_and_named(
+    deployment: tuple[RecordingServer, ProxyProcess, ProxyProcess],
+) -> None:
+    # Nothing of the app's context reaches the gateway, so it logs the call as a trace of its
+    # own; the check finds it by the marker the probe put in its message.
+    recorder, bridged, _ = deployment
+    with HeaderStrippingForwarder(bridged.url, frozenset({"traceparent", "baggage"})) as forwarder:
+        result = run_check(recorder, forwarder.url, "--wait", "10")
+    assert result.returncode == 1, result.stdout + result.stderr
+    (placement,) = failed_lines(result.stdout)
+    assert placement.startswith(
+        "[FAIL] gateway generation in the app's trace: hook not loaded: the gateway logged the "
+        "probe's generation in another trace ("
+    ), result.stdout
+    other = placement.split("another trace (", 1)[1].split(")", 1)[0]
+    app_trace = result.stdout.split("reading trace ", 1)[1].split()[0]
+    assert other != app_trace
+    assert {s.name for s in recorder.spans_for_trace(other)} >= {"litellm-acompletion"}
+    assert "CHECK FAILED: hook not loaded" in result.stdout
 
 
 def test_a_prompt_missing_without_a_version_stops_the_check(
