@@ -499,6 +499,18 @@ def test_types_over_http_match_the_mapper(srv: RecordingServer) -> None:
     assert names[f"{tool_case + 1:016x}"] == "search"
 
 
+def test_attribute_without_value_loses_the_whole_batch(srv: RecordingServer) -> None:
+    """convertValueToPlainJavascript(attr.value) reads `.stringValue` of undefined and throws in
+    the worker; the route only checked that `attributes` is an array, so it answered 200."""
+    good = _span("good", span_id="aaaaaaaaaaaaaaaa")
+    bad = _span("bad")
+    bad["attributes"].append({"key": "no-value"})
+    assert _post_json(srv, _otlp_json(good, bad)).status_code == 200
+    assert len(srv.spans()) == 2
+    assert _v2(srv, traceId=TRACE).json() == {"data": [], "meta": {}}
+    assert len(srv.worker_failures) == 1
+
+
 @pytest.mark.parametrize(
     "attributes",
     [{"langfuse.observation.type": "constructor"}, {"operation.name": 5}],

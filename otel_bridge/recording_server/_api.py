@@ -229,7 +229,7 @@ class Api:
             export = decode_export(headers, body)
         except OtlpRefused as refused:
             return json_outcome(refused.status, {"error": refused.message}, reason=refused.message)
-        self._store.accept(export.spans)
+        self._store.accept(export.spans, export.worker_failure)
         count = len(export.spans)
         if export.protobuf:
             response = ExportTraceServiceResponse().SerializeToString()

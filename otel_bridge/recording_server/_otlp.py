@@ -57,6 +57,8 @@ class Export:
 
     spans: list[RecordedSpan]
     protobuf: bool
+    # Why Langfuse's worker would throw on this export (nothing of it stored), if it would.
+    worker_failure: str | None = None
 
 
 def js_parse_int(text: str) -> int | None:
@@ -101,6 +103,7 @@ def decode_export(headers: Mapping[str, str], body: bytes) -> Export:
     if not resource_spans:
         return Export(spans=[], protobuf=proto_message is not None)
     spans: list[RecordedSpan] = []
+    failure: str | None = None
     if proto_message is not None:
         _validate(_proto_shape(proto_message))
         _check_ingestion_version(headers)
@@ -109,10 +112,34 @@ def decode_export(headers: Mapping[str, str], body: bytes) -> Export:
         _validate(_json_shape(resource_spans))
         _check_ingestion_version(headers)
         spans = _json_spans(resource_spans)
+        failure = _unconvertible_attribute(resource_spans)
     else:
         # A non-list passes the route's checks and is queued, but the worker finds no spans.
         _check_ingestion_version(headers)
-    return Export(spans=spans, protobuf=proto_message is not None)
+    return Export(spans=spans, protobuf=proto_message is not None, worker_failure=failure)
+
+
+def _unconvertible_attribute(resource_spans: list[Any]) -> str | None:
+    """An attribute entry whose ``value`` is missing or null: the worker's
+    ``convertValueToPlainJavascript(attr.value)`` reads ``.stringValue`` of it and throws, so
+    the queued batch fails (the route checked only that ``attributes`` is an array)."""
+    lists: list[Any] = []
+    for resource_span in resource_spans:
+        if not isinstance(resource_span, dict):
+            continue
+        resource = resource_span.get("resource")
+        lists.append(resource.get("attributes") if isinstance(resource, dict) else None)
+        for scope_span in resource_span.get("scopeSpans") or []:
+            if not isinstance(scope_span, dict):
+                continue
+            scope = scope_span.get("scope")
+            lists.append(scope.get("attributes") if isinstance(scope, dict) else None)
+            lists.extend(span.get("attributes") for span in scope_span.get("spans") or [])
+    for entries in lists:
+        for entry in entries if isinstance(entries, list) else []:
+            if not isinstance(entry, dict) or entry.get("value") is None:
+                return f"attribute entry {entry!r} has no value: the worker throws a TypeError"
+    return None
 
 
 def _check_ingestion_version(headers: Mapping[str, str]) -> None:

@@ -86,13 +86,16 @@ class Store:
 
     # -- ingestion
 
-    def accept(self, spans: list[RecordedSpan]) -> None:
-        """Record an accepted export and what Langfuse's worker would write for it."""
+    def accept(self, spans: list[RecordedSpan], worker_failure: str | None = None) -> None:
+        """Record an accepted export and what Langfuse's worker would write for it
+        (nothing, when ``worker_failure`` says why the worker throws on it)."""
         now_ms = time.time_ns() // 1_000_000
         events: list[dict[str, Any]] = []
         legacy: list[dict[str, Any]] = []
-        failure: str | None = None
+        failure = worker_failure
         try:
+            if failure is not None:
+                raise LangfuseWorkerError(failure)
             for span in spans:
                 # processToIngestionEvents runs the type mapper over the whole batch first;
                 # if it throws, the queued job fails and nothing of the batch is stored.
