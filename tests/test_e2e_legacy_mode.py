@@ -150,7 +150,9 @@ def test_one_trace_one_prompt_link_in_legacy_mode(
         auth=auth,
     )
     assert (v2.status_code, v2.json()) == (200, {"data": [], "meta": {}})
-    (sent,) = upstream.wait_for_requests(lambda got: len(got) >= 1, timeout=30)
+    # The model call (a POST); LiteLLM's own GET /v1/models discovery is no call.
+    upstream.wait_for_requests(lambda got: any(r.method == "POST" for r in got), timeout=30)
+    (sent,) = upstream.model_calls
     assert sent.body.get("stream", False) is (call == "stream")
 
 
