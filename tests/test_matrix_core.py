@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 from collector_forwarder import RotelForwarder, collector_forwarder
-from e2e_assertions import assert_unified, is_proxy_span, proxy_generations
+from e2e_assertions import PROMPT_NAME, assert_unified, is_proxy_span, proxy_generations, raw_call
 from harness import (
     ProxyProcess,
     UpstreamServer,
@@ -48,7 +49,7 @@ from otel_bridge._litellm_compat import (
     parse_version,
 )
 from otel_bridge.demo._stack import example_config
-from otel_bridge.recording_server import RecordingServer
+from otel_bridge.recording_server import RecordingServer, observation_type
 
 pytestmark = pytest.mark.e2e
 
@@ -61,8 +62,33 @@ GATEWAY_PATHS: dict[str, tuple[str, bool, bool]] = {
     "otel": ("otel.yaml", False, True),
     "otel_v2": ("otel.yaml", True, True),
 }
+# Extra proxy environment per path: the legacy `otel` logger under a deployment's own tracer
+# name (its instrumentation scope), so the bridge must still tell the model call apart.
+PATH_ENV: dict[str, dict[str, str]] = {"otel": {"OTEL_TRACER_NAME": "acme-gateway"}}
+# CI (`./dev test`) runs the oldest and newest cells on this subset; `./dev matrix` on all.
+SMALL_CORE = ("langfuse", "langfuse_otel", "otel")
+OTEL_BRIDGE_MATRIX_PATHS = "OTEL_BRIDGE_MATRIX_PATHS"
+# Where OTEL_BRIDGE_SPAN_TYPING=bridged is checked: V2 types several spans of a request as
+# generations on its own, so the switch shows.
+SWITCH_PATH = "langfuse_otel_v2"
+
+
+def selected_paths() -> list[str]:
+    wanted = os.environ.get(OTEL_BRIDGE_MATRIX_PATHS, "").strip()
+    if not wanted:
+        return list(GATEWAY_PATHS)
+    names = SMALL_CORE if wanted == "small" else tuple(n.strip() for n in wanted.split(","))
+    unknown = [n for n in names if n not in GATEWAY_PATHS]
+    if unknown:
+        raise ValueError(f"{OTEL_BRIDGE_MATRIX_PATHS}: unknown paths {unknown}")
+    return [n for n in GATEWAY_PATHS if n in names]
+
+
 MATRIX_CALLS = ["sync", "stream"]
 UNSUPPORTED_LINE = "otel-bridge: unsupported here: "
+TYPE_ATTRIBUTE = "langfuse.observation.type"
+SPAN_KIND_CLIENT = 3  # OTLP's numbering
+LEGACY_CALL = "litellm_request"
 
 
 @dataclass(frozen=True)
@@ -166,10 +192,11 @@ def proxy_env(
         )
     if v2:
         env["LITELLM_OTEL_V2"] = "true"
+    env.update(PATH_ENV.get(path, {}))
     return env
 
 
-@pytest.fixture(scope="module", params=list(GATEWAY_PATHS))
+@pytest.fixture(scope="module", params=selected_paths())
 def proxy(
     request: pytest.FixtureRequest,
     gateway: Gateway,
@@ -268,3 +295,80 @@ def test_core(
         )
         assert_unified(recorder, run, prompt=PROMPT, client_generation=True)
     record_property("matrix", json.dumps({**cell, "status": "supported"}))
+
+
+def _request_spans(recorder: RecordingServer) -> list[Any]:
+    """The proxy's spans of the one chat request just made, once its root span has arrived
+    (other traces, such as the start-up health checks a fresh proxy exports late, are not it)."""
+
+    def request_trace(spans: list[Any]) -> list[Any]:
+        by_trace: dict[str, list[Any]] = {}
+        for span in spans:
+            if is_proxy_span(span):
+                by_trace.setdefault(span.trace_id, []).append(span)
+        for group in by_trace.values():
+            root = [s for s in group if not s.parent_span_id]
+            # LiteLLM's model call: V2's CLIENT span, the legacy loggers' litellm_request.
+            model_call = [s for s in group if s.kind == SPAN_KIND_CLIENT or s.name == LEGACY_CALL]
+            if root and model_call:
+                return group
+        return []
+
+    return request_trace(recorder.wait_for_spans(lambda s: bool(request_trace(s)), timeout=30))
+
+
+def test_unbridged_request_one_generation(
+    proxy: tuple[str, ProxyProcess],
+    gateway: Gateway,
+    recorder: RecordingServer,
+    record_property: Callable[[str, object], None],
+) -> None:
+    """A request with no bridge context through a bridged proxy: one generation per model
+    call (OTEL_BRIDGE_SPAN_TYPING=all, the default), no prompt link."""
+    path, process = proxy
+    if path == "langfuse" or unsupported_reason(path, gateway) is not None:
+        pytest.skip(f"{path}: no OTel spans to type on LiteLLM {gateway.label}")
+    raw_call(process)
+    spans = _request_spans(recorder)
+    generations = [s.name for s in spans if observation_type(s) == "GENERATION"]
+    assert len(generations) == 1, generations
+    assert not any(PROMPT_NAME in s.attributes for s in spans)
+    record_property(
+        "matrix",
+        json.dumps(
+            {"litellm": gateway.label, "path": path, "call": "unbridged", "status": "supported"}
+        ),
+    )
+
+
+def test_span_typing_switch_leaves_unbridged_requests_to_litellm(
+    gateway: Gateway,
+    recorder: RecordingServer,
+    upstream: UpstreamServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> None:
+    """OTEL_BRIDGE_SPAN_TYPING=bridged: a request without bridge context is exported as LiteLLM
+    types it (on V2, more than one generation), without a single attribute of the bridge's."""
+    if not has_otel_v2(gateway.litellm):
+        pytest.skip(f"LiteLLM {gateway.label} has no OTel V2, whose typing the switch shows")
+    workdir = tmp_path_factory.mktemp("proxy-typing-bridged")
+    env = {
+        **proxy_env(recorder, lambda: request.getfixturevalue("rotel"), SWITCH_PATH),
+        "OTEL_BRIDGE_SPAN_TYPING": "bridged",
+    }
+    process = ProxyProcess({}, env, workdir, gateway.python)
+    process.config = documented_setup(
+        upstream_config(upstream.api_base, GATEWAY_PATHS[SWITCH_PATH][0]),
+        workdir,
+        process.port,
+        gateway,
+    )
+    with process:
+        recorder.clear()
+        raw_call(process)
+        spans = _request_spans(recorder)
+    assert [s.name for s in spans if s.attributes.get(TYPE_ATTRIBUTE) == "span"] == []
+    assert not any(PROMPT_NAME in s.attributes for s in spans)
+    # What the default setting exists for: LiteLLM's own typing counts more than one.
+    assert len([s for s in spans if observation_type(s) == "GENERATION"]) > 1
