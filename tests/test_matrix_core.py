@@ -21,6 +21,7 @@ import base64
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -110,7 +111,7 @@ def _versions(python: Path) -> dict[str, str | None]:
         "def v(n):\n"
         "    try: return m.version(n)\n"
         "    except m.PackageNotFoundError: return None\n"
-        "print(json.dumps({n: v(n) for n in ('litellm', 'langfuse', 'otel-bridge')}))"
+        "print(json.dumps({n: v(n) for n in ('litellm', 'langfuse', 'openai', 'otel-bridge')}))"
     )
     out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
     versions: dict[str, str | None] = json.loads(out.stdout)
@@ -118,9 +119,22 @@ def _versions(python: Path) -> dict[str, str | None]:
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Gateway:
+def gateway(record_testsuite_property: Callable[[str, object], None]) -> Gateway:
     python = proxy_python()
     versions = _versions(python)
+    # For docs/compatibility.md: what this cell is made of, on both tiers.
+    app = _versions(Path(os.environ.get("OTEL_BRIDGE_APP_PYTHON") or sys.executable))
+    record_testsuite_property(
+        "cell",
+        json.dumps(
+            {
+                "name": os.environ.get("OTEL_BRIDGE_MATRIX_CELL", "pinned"),
+                "gateway": {k: versions[k] for k in ("litellm", "langfuse")},
+                "app": {k: app[k] for k in ("langfuse", "openai")},
+                "paths": selected_paths(),
+            }
+        ),
+    )
     litellm = parse_version(versions["litellm"])
     assert litellm is not None, f"{python} has no LiteLLM: {versions}"
     assert versions["otel-bridge"], f"{python} has no otel-bridge: {versions}"
