@@ -168,9 +168,7 @@ async def arun_observed(prompt_name: str) -> str:
     prompt = langfuse.get_prompt(prompt_name)
     messages = prompt.compile()
     started = time.perf_counter()
-    response = await async_client.chat.completions.create(
-        **request_kwargs(prompt, messages, None)
-    )
+    response = await async_client.chat.completions.create(**request_kwargs(prompt, messages, None))
     if CALL == "astream":
         text = "".join([c.choices[0].delta.content or "" async for c in response if c.choices])
     else:
