@@ -268,12 +268,11 @@ def stored_prompt_id(recorder: RecordingServer, name: str, version: int) -> str:
 
 def assert_linked(recorder: RecordingServer, run: Mapping[str, Any]) -> None:
     """One trace per call, a closed parent chain to run-test, and the run's own prompt linked
-    on the gateway generation: name and version, and, where the recording server resolves
-    links to stored prompts, that prompt's id."""
+    on the gateway generation: name, version and the id of the prompt stored in the project
+    (read back through the prompts API, not from the recording server's internals)."""
     prompt = (run["prompt_name"], run["prompt_version"])
     generation = assert_unified(recorder, run, prompt=prompt, client_generation=False)
-    if generation.get("promptId") is not None:
-        assert generation["promptId"] == stored_prompt_id(recorder, *prompt)
+    assert generation["promptId"] == stored_prompt_id(recorder, *prompt)
 
 
 def assert_no_langfuse_baggage_left_the_gateways(recorder: RecordingServer) -> None:
