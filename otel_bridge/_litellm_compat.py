@@ -28,6 +28,9 @@ LANGFUSE_V4_SINCE: Version = (1, 104, 0)
 # Before this release LiteLLM imports a `callbacks:` entry only from a .py file next to
 # config.yaml, so a dotted path into an installed package fails at start-up.
 DOTTED_CALLBACKS_SINCE: Version = (1, 94, 0)
+# Before this release LiteLLM's OTel logger imports the gRPC OTLP exporter whatever protocol
+# it exports with, so `langfuse_otel` and `otel` fail to start without that package.
+GRPC_EXPORTER_OPTIONAL_SINCE: Version = (1, 81, 3)
 # The bridge's oldest measured release.
 OLDEST_SUPPORTED: Version = (1, 74, 0)
 
@@ -97,7 +100,11 @@ class Finding:
 
 
 def findings(
-    litellm: Version | None, langfuse: Version | None, environ: Mapping[str, str]
+    litellm: Version | None,
+    langfuse: Version | None,
+    environ: Mapping[str, str],
+    *,
+    has_grpc_exporter: bool = True,
 ) -> list[Finding]:
     """What the bridge cannot do with these versions and this environment."""
     if litellm is None:
@@ -121,6 +128,15 @@ def findings(
                 "supports",
             )
         )
+    if litellm < GRPC_EXPORTER_OPTIONAL_SINCE and not has_grpc_exporter:
+        found.append(
+            Finding(
+                "langfuse_otel and otel callbacks",
+                f"LiteLLM {_text(litellm)}'s OTel logger imports the gRPC OTLP exporter even to "
+                "export over HTTP, and it is not installed: those callbacks log nothing; "
+                'pip install "opentelemetry-exporter-otlp" in the proxy',
+            )
+        )
     if langfuse is not None and not langfuse_fits(litellm, langfuse):
         found.append(
             Finding(
@@ -140,6 +156,7 @@ def log_findings(environ: Mapping[str, str] | None = None) -> list[Finding]:
         installed_version("litellm"),
         installed_version("langfuse"),
         os.environ if environ is None else environ,
+        has_grpc_exporter=installed_version("opentelemetry-exporter-otlp-proto-grpc") is not None,
     )
     for finding in found:
         _logger.warning("%s", finding.line())

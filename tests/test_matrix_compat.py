@@ -89,13 +89,30 @@ def test_nothing_to_say_without_litellm_or_on_a_fitting_deployment() -> None:
     assert findings((1, 106, 2), None, {}) == []  # no langfuse: the callback is not in use
 
 
+@pytest.mark.parametrize(
+    ("version", "needs"), [((1, 74, 15), True), ((1, 81, 1), True), ((1, 81, 3), False)]
+)
+def test_grpc_exporter_missing_where_litellm_imports_it(
+    version: tuple[int, int, int], needs: bool
+) -> None:
+    # Read from the wheels: before 1.81.3 `_get_span_processor` imports
+    # opentelemetry.exporter.otlp.proto.grpc unconditionally.
+    found = findings(version, None, {}, has_grpc_exporter=False)
+    assert [f.path for f in found] == (["langfuse_otel and otel callbacks"] if needs else [])
+    assert findings(version, None, {}, has_grpc_exporter=True) == []
+
+
 def test_older_than_measured() -> None:
     (finding,) = findings((1, 70, 0), (2, 60, 10), {})
     assert "older than 1.74.0" in finding.line()
 
 
 def test_log_findings_reads_the_installed_versions(caplog: pytest.LogCaptureFixture) -> None:
-    versions = {"litellm": "1.74.15", "langfuse": "4.18.0"}
+    versions = {
+        "litellm": "1.74.15",
+        "langfuse": "4.18.0",
+        "opentelemetry-exporter-otlp-proto-grpc": "1.45.2",
+    }
     with (
         mock.patch("otel_bridge._litellm_compat.metadata.version", side_effect=versions.get),
         caplog.at_level(logging.WARNING, logger="otel_bridge.proxy"),
