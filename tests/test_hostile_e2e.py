@@ -1,16 +1,16 @@
-"""Hostile W3C headers through a real LiteLLM proxy with the bridge (mock model, recording server).
+"""Hostile W3C headers through a real LiteLLM proxy with the bridge (upstream model server,
+recording server).
 
 Every request must be answered; what reaches Langfuse must be either correctly linked or
 what LiteLLM logs without the bridge (the same corpus is sent to a proxy without the bridge,
 for comparison: LiteLLM 1.106 itself takes the trace id of a traceparent it can read, as the
 root of a new trace); the operator's log says how many contexts were ignored and why, and
-never repeats a header value.
+never repeats a header value; and none of it reaches the model provider.
 """
 
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +19,16 @@ from typing import Any
 import httpx
 import pytest
 from e2e_assertions import PROMPT_NAME, PROMPT_VERSION, proxy_generations
-from harness import MASTER_KEY, MODEL, ProxyProcess, mock_config, start_proxy
+from harness import (
+    MASTER_KEY,
+    MODEL,
+    UPSTREAM_ANSWER,
+    ProxyProcess,
+    UpstreamServer,
+    assert_upstream_got_no_context,
+    start_proxy,
+    upstream_config,
+)
 from hostile_headers import (
     PROMPT_NAME_KEY,
     PROMPT_VERSION_KEY,
@@ -33,7 +42,7 @@ from hostile_headers import (
 )
 
 from otel_bridge import BridgeContext, PromptRef, SpanRef, decode_headers, encode_headers
-from otel_bridge.demo._stack import MOCK_ANSWER
+from otel_bridge.demo._upstream import UpstreamRequest
 from otel_bridge.recording_server import RecordedSpan, RecordingServer
 
 pytestmark = pytest.mark.e2e
@@ -52,10 +61,18 @@ def proxy_env(recorder: RecordingServer) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def upstream() -> Iterator[UpstreamServer]:
+    with UpstreamServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def proxy(
-    recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory
+    recorder: RecordingServer, upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyProcess]:
-    process = start_proxy(mock_config(), proxy_env(recorder), tmp_path_factory.mktemp("hostile"))
+    process = start_proxy(
+        upstream_config(upstream.api_base), proxy_env(recorder), tmp_path_factory.mktemp("hostile")
+    )
     try:
         yield process
     finally:
@@ -64,11 +81,13 @@ def proxy(
 
 @pytest.fixture(scope="module")
 def plain_proxy(
-    recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory
+    recorder: RecordingServer, upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyProcess]:
     """The same proxy without the bridge: what LiteLLM logs on its own."""
     process = start_proxy(
-        mock_config(bridge=False), proxy_env(recorder), tmp_path_factory.mktemp("plain")
+        upstream_config(upstream.api_base, bridge=False),
+        proxy_env(recorder),
+        tmp_path_factory.mktemp("plain"),
     )
     try:
         yield process
@@ -163,11 +182,18 @@ class Run:
     sent: list[Sent]
     skipped: list[HeaderSet]
     generations: dict[str, RecordedSpan]
+    upstream: list[UpstreamRequest]
 
 
 @pytest.fixture(scope="module")
-def hostile_run(proxy: ProxyProcess, plain_proxy: ProxyProcess, recorder: RecordingServer) -> Run:
+def hostile_run(
+    proxy: ProxyProcess,
+    plain_proxy: ProxyProcess,
+    recorder: RecordingServer,
+    upstream: UpstreamServer,
+) -> Run:
     recorder.clear()
+    upstream.clear()
     sets = [*hostile_header_sets(seed=20261123, count=40), *crafted_sets(), *valid_sets(), *REFUSED]
     sent: list[Sent] = []
     skipped: list[HeaderSet] = []
@@ -188,7 +214,7 @@ def hostile_run(proxy: ProxyProcess, plain_proxy: ProxyProcess, recorder: Record
         lambda spans: names <= {g.name for g in proxy_generations(spans)}, timeout=60
     )
     generations = {g.name: g for g in proxy_generations(spans) if g.name in names}
-    return Run(sent, skipped, generations)
+    return Run(sent, skipped, generations, upstream.requests)
 
 
 def test_every_request_is_answered(hostile_run: Run) -> None:
@@ -196,7 +222,15 @@ def test_every_request_is_answered(hostile_run: Run) -> None:
     assert len(hostile_run.sent) == 40 + len(crafted_sets()) + len(VALID_PROMPTS)
     failures = [(s.index, s.status) for s in hostile_run.sent if s.status != 200]
     assert not failures
-    assert {s.answer for s in hostile_run.sent} == {MOCK_ANSWER}
+    assert {s.answer for s in hostile_run.sent} == {UPSTREAM_ANSWER}
+
+
+def test_no_header_of_the_corpus_reaches_the_model(hostile_run: Run) -> None:
+    """Each answered request, bridged and plain, made one model call, and the provider got no
+    trace context: none of the corpus's markers, ids or prompt names."""
+    secrets = ["MARK", VALID_TRACE, VALID_SPAN, *(name for name, _ in VALID_PROMPTS)]
+    expected = 2 * len(hostile_run.sent)  # the bridged proxy's and the plain one's
+    assert_upstream_got_no_context(hostile_run.upstream, expected=expected, secrets=secrets)
 
 
 def _sent_trace_ids(headers: HeaderSet) -> set[str]:
@@ -318,7 +352,7 @@ def _call(proxy: ProxyProcess, headers: list[tuple[str, str]], **body: Any) -> N
         timeout=30,
     )
     assert response.status_code == 200, response.text
-    assert response.json()["choices"][0]["message"]["content"] == MOCK_ANSWER
+    assert response.json()["choices"][0]["message"]["content"] == UPSTREAM_ANSWER
 
 
 def _generation(recorder: RecordingServer, name: str) -> RecordedSpan:
@@ -392,11 +426,13 @@ def test_caller_null_steering_key_never_yields_a_bogus_parent(
 
 @pytest.fixture(scope="module")
 def v2_proxy(
-    recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory
+    recorder: RecordingServer, upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyProcess]:
     env = {**proxy_env(recorder), "LITELLM_OTEL_V2": "true", "OTEL_BSP_SCHEDULE_DELAY": "200"}
     process = start_proxy(
-        mock_config("langfuse_otel.yaml"), env, tmp_path_factory.mktemp("hostile-v2")
+        upstream_config(upstream.api_base, "langfuse_otel.yaml"),
+        env,
+        tmp_path_factory.mktemp("hostile-v2"),
     )
     try:
         yield process
@@ -404,16 +440,40 @@ def v2_proxy(
         process.stop()
 
 
+OTLP_SPAN_KIND_SERVER, OTLP_SPAN_KIND_CLIENT = 2, 3
+
+
+def _v2_request_spans(spans: list[RecordedSpan]) -> tuple[list[RecordedSpan], list[RecordedSpan]]:
+    """What LiteLLM V2 exports for every chat completion, whatever its headers: FastAPI's
+    SERVER span of the request, which ends last, and LiteLLM's CLIENT span of the model call."""
+    servers = [
+        s
+        for s in spans
+        if s.kind == OTLP_SPAN_KIND_SERVER and s.name == "POST /v1/chat/completions"
+    ]
+    calls = [
+        s
+        for s in spans
+        if s.kind == OTLP_SPAN_KIND_CLIENT
+        and s.scope_name == "litellm"
+        and s.name.startswith("chat")
+    ]
+    return servers, calls
+
+
 def test_the_corpus_through_the_otel_v2_path(
-    hostile_run: Run, v2_proxy: ProxyProcess, recorder: RecordingServer
+    hostile_run: Run, v2_proxy: ProxyProcess, recorder: RecordingServer, upstream: UpstreamServer
 ) -> None:
     recorder.clear()
+    upstream.clear()
     sets = [s.headers for s in hostile_run.sent]
     with httpx.Client(base_url=v2_proxy.url, timeout=30) as client:
         sent = [_post(client, f"v2-{i}", i, headers) for i, headers in enumerate(sets)]
-    assert all(s is not None and s.status == 200 and s.answer == MOCK_ANSWER for s in sent), [
+    assert all(s is not None and s.status == 200 and s.answer == UPSTREAM_ANSWER for s in sent), [
         (s.index, s.status) for s in sent if s is not None and s.status != 200
     ]
+    secrets = ["MARK", VALID_TRACE, VALID_SPAN, *(name for name, _ in VALID_PROMPTS)]
+    assert_upstream_got_no_context(upstream.requests, expected=len(sets), secrets=secrets)
     # Requests whose traceparent is valid: the caller's span per trace id, and its prompt.
     callers: dict[str, set[str]] = {}
     prompts: dict[str, tuple[str, int] | None] = {}
@@ -435,11 +495,14 @@ def test_the_corpus_through_the_otel_v2_path(
         for parent in [ref_traceparent(s.headers.as_seen().get("traceparent"))]
         if parent is not None
     }
+    # Every request's own spans, those without a valid context too.
     spans = recorder.wait_for_spans(
-        lambda spans: valid <= {g.trace_id for g in proxy_generations(spans)}, timeout=60
+        lambda spans: all(len(found) >= len(sets) for found in _v2_request_spans(spans)),
+        timeout=60,
     )
-    time.sleep(1.0)  # the rest of the batch: spans of requests without a valid context
-    spans = recorder.spans()
+    servers, calls = _v2_request_spans(spans)
+    assert (len(servers), len(calls)) == (len(sets), len(sets))
+    assert valid <= {g.trace_id for g in proxy_generations(spans)}
     by_id = {s.span_id: s for s in spans}
     for span in spans:
         # No dangling parent: exported, or the caller's own span named by a valid traceparent.
