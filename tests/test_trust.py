@@ -21,10 +21,18 @@ import httpx
 import pytest
 from bridge_loader import bridge_module, call_bridge, litellm_available, make_bridge
 from e2e_assertions import PROMPT_NAME, PROMPT_VERSION, proxy_generations
-from harness import MASTER_KEY, MODEL, ProxyProcess, mock_config, start_proxy
+from harness import (
+    MASTER_KEY,
+    MODEL,
+    UPSTREAM_ANSWER,
+    ProxyProcess,
+    UpstreamServer,
+    assert_upstream_got_no_context,
+    start_proxy,
+    upstream_config,
+)
 from hostile_headers import PROMPT_NAME_KEY, PROMPT_VERSION_KEY
 
-from otel_bridge.demo._stack import MOCK_ANSWER
 from otel_bridge.recording_server import RecordedSpan, RecordingServer
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -199,15 +207,23 @@ def _post(proxy: ProxyProcess, headers: dict[str, str], **body: Any) -> None:
         timeout=30,
     )
     assert response.status_code == 200, response.text
-    assert response.json()["choices"][0]["message"]["content"] == MOCK_ANSWER
+    assert response.json()["choices"][0]["message"]["content"] == UPSTREAM_ANSWER
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[UpstreamServer]:
+    with UpstreamServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def untrusting_proxy(
-    recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory
+    recorder: RecordingServer, upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyProcess]:
     env = {**_langfuse_env(recorder), "OTEL_BRIDGE_TRUSTED_CALLERS": "none"}
-    process = start_proxy(mock_config(), env, tmp_path_factory.mktemp("untrusting"))
+    process = start_proxy(
+        upstream_config(upstream.api_base), env, tmp_path_factory.mktemp("untrusting")
+    )
     try:
         yield process
     finally:
@@ -216,9 +232,10 @@ def untrusting_proxy(
 
 @pytest.mark.e2e
 def test_untrusted_caller_gets_a_fresh_trace_but_keeps_its_prompt_link(
-    untrusting_proxy: ProxyProcess, recorder: RecordingServer
+    untrusting_proxy: ProxyProcess, recorder: RecordingServer, upstream: UpstreamServer
 ) -> None:
     recorder.clear()
+    upstream.clear()
     _post(
         untrusting_proxy,
         {"traceparent": TRACEPARENT, "baggage": BAGGAGE},
@@ -241,6 +258,9 @@ def test_untrusted_caller_gets_a_fresh_trace_but_keeps_its_prompt_link(
     ]
     assert any("reason=caller_not_trusted, 1 so far" in line for line in lines), lines
     assert not any(TRACE in line or SPAN in line for line in lines)
+    assert_upstream_got_no_context(
+        upstream.requests, expected=1, secrets=[TRACE, SPAN, "test-prompt"]
+    )
 
 
 # LiteLLM OTel V2's LiteLLMBaggageSpanProcessor stamps these inbound baggage keys on every span:
@@ -268,12 +288,18 @@ def _otel_v2_env(recorder: RecordingServer) -> dict[str, str]:
 
 
 def _spoof_spans(
-    recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory, *, bridge: bool
+    recorder: RecordingServer,
+    upstream: UpstreamServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    bridge: bool,
 ) -> list[RecordedSpan]:
-    """Spans of one spoofing request through an `otel` (V2) proxy, with or without the bridge."""
+    """Spans of one spoofing request through an `otel` (V2) proxy, with or without the bridge.
+    Either way, the model provider gets none of the caller's baggage or context."""
     recorder.clear()
+    upstream.clear()
     process = start_proxy(
-        mock_config("otel.yaml", bridge=bridge),
+        upstream_config(upstream.api_base, "otel.yaml", bridge=bridge),
         _otel_v2_env(recorder),
         tmp_path_factory.mktemp("otel-v2"),
     )
@@ -282,6 +308,11 @@ def _spoof_spans(
         _post(
             process,
             {"traceparent": f"00-{SPOOF_TRACE}-{SPAN}-01", "baggage": f"{baggage},{BAGGAGE}"},
+        )
+        assert_upstream_got_no_context(
+            upstream.requests,
+            expected=1,
+            secrets=[SPOOF_TRACE, SPAN, "test-prompt", *SPOOFED.values()],
         )
         # The model call's span and the server span, which ends last: wait for both.
         return recorder.wait_for_spans(
@@ -297,11 +328,11 @@ def _spoof_spans(
 
 @pytest.fixture(scope="module")
 def spoof_spans(
-    recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory
+    recorder: RecordingServer, upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, list[RecordedSpan]]:
     return {
-        "plain": _spoof_spans(recorder, tmp_path_factory, bridge=False),
-        "bridge": _spoof_spans(recorder, tmp_path_factory, bridge=True),
+        "plain": _spoof_spans(recorder, upstream, tmp_path_factory, bridge=False),
+        "bridge": _spoof_spans(recorder, upstream, tmp_path_factory, bridge=True),
     }
 
 
