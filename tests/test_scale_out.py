@@ -26,7 +26,14 @@ from typing import Any
 
 import pytest
 from e2e_assertions import PROMPT_VERSION, is_proxy_span, wait_for_proxy_generations
-from harness import ProxyProcess, client_env, mock_config, start_proxy
+from harness import (
+    ProxyProcess,
+    UpstreamServer,
+    assert_upstream_got_no_context,
+    client_env,
+    start_proxy,
+    upstream_config,
+)
 
 from otel_bridge.recording_server import RecordedSpan, RecordingServer
 
@@ -38,8 +45,15 @@ RELEASE = "langfuse.release"
 
 
 @pytest.fixture(scope="module")
+def upstream() -> Iterator[UpstreamServer]:
+    """The one model server both replicas call."""
+    with UpstreamServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def proxies(
-    recorder: RecordingServer, tmp_path_factory: pytest.TempPathFactory
+    recorder: RecordingServer, upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, ProxyProcess]]:
     started: dict[str, ProxyProcess] = {}
     try:
@@ -51,7 +65,8 @@ def proxies(
                 "LANGFUSE_RELEASE": name,
             }
             # The same config for both: only the process environment tells them apart.
-            started[name] = start_proxy(mock_config(), env, tmp_path_factory.mktemp(name))
+            config = upstream_config(upstream.api_base)
+            started[name] = start_proxy(config, env, tmp_path_factory.mktemp(name))
         yield started
     finally:
         for process in started.values():
@@ -84,9 +99,10 @@ def _url(span: RecordedSpan) -> str:
 
 
 def test_one_trace_alternating_over_two_proxies(
-    recorder: RecordingServer, proxies: dict[str, ProxyProcess]
+    recorder: RecordingServer, proxies: dict[str, ProxyProcess], upstream: UpstreamServer
 ) -> None:
     recorder.clear()
+    upstream.clear()
     urls = [proxies["proxy-a"].url, proxies["proxy-b"].url]
     env = client_env(
         recorder.url,
@@ -97,6 +113,12 @@ def test_one_trace_alternating_over_two_proxies(
     run = run_alternating(env)
     assert run["sent_to"] == [urls[i % 2] for i in range(REQUESTS)]
     assert (run["prompt_name"], run["prompt_version"]) == ("test-prompt", 1)
+    # Every request reached the model through its replica, with none of the trace's context.
+    assert_upstream_got_no_context(
+        upstream.requests,
+        expected=REQUESTS,
+        secrets=[run["trace_id"], run["span_id"], "test-prompt"],
+    )
     generations = wait_for_proxy_generations(recorder, REQUESTS)
     recorder.wait_for_spans(
         lambda spans: any(s.span_id == run["span_id"] for s in spans), timeout=30
