@@ -190,6 +190,19 @@ current_request: ContextVar[BridgeContext | None] = ContextVar(
 )
 
 
+def link_prompt(span: Span, request: BridgeContext) -> None:
+    """Stamp the request's prompt on ``span`` (a span of this request that is still open)."""
+    if request.prompt is None or not span.is_recording():
+        return
+    if _PROMPT_NAME in (span.attributes or {}):
+        return
+    if request.parent is not None and span.context.trace_id != int(request.parent.trace_id, 16):
+        return
+    span.set_attributes(
+        {_PROMPT_NAME: request.prompt.name, _PROMPT_VERSION: request.prompt.version}
+    )
+
+
 class ProxySpanProcessor(SpanProcessor):
     """Makes the gateway's OpenTelemetry spans of a bridged request read right in Langfuse.
 
@@ -240,13 +253,8 @@ class ProxySpanProcessor(SpanProcessor):
         if not bridged:
             return
         self._bridged.add(span)
-        if request is None or request.prompt is None or _PROMPT_NAME in attributes:
-            return
-        if request.parent is not None and span.context.trace_id != int(request.parent.trace_id, 16):
-            return
-        span.set_attributes(
-            {_PROMPT_NAME: request.prompt.name, _PROMPT_VERSION: request.prompt.version}
-        )
+        if request is not None:
+            link_prompt(span, request)
 
     def _continues_bridged_request(self, span: Span, parent_context: Context | None) -> bool:
         parent = span.parent

@@ -52,6 +52,7 @@ from otel_bridge._proxy import (
     apply,
     current_request,
     langfuse_metadata,
+    link_prompt,
     types_unbridged_requests,
 )
 
@@ -259,6 +260,12 @@ class LiteLLMBridge(CustomLogger):  # type: ignore[misc]
         # A prompt the caller put in its own metadata wins over the header's, on every path.
         for_spans = context if caller.get("prompt") is None else replace(context, prompt=None)
         current_request.set(for_spans or None)
+        # The legacy OTel loggers start the request's span ("Received Proxy Server Request")
+        # during auth, before this hook; up to 1.80 that span is the one that becomes the
+        # generation, so it gets the prompt here, while it is still open.
+        request_span = getattr(user_api_key_dict, "parent_otel_span", None)
+        if isinstance(request_span, Span) and for_spans:
+            link_prompt(request_span, for_spans)
         if not targets:
             return
         may_attach = self.trust.trusts(*_caller_ids(user_api_key_dict))

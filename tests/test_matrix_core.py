@@ -88,8 +88,6 @@ def selected_paths() -> list[str]:
 MATRIX_CALLS = ["sync", "stream"]
 UNSUPPORTED_LINE = "otel-bridge: unsupported here: "
 TYPE_ATTRIBUTE = "langfuse.observation.type"
-SPAN_KIND_CLIENT = 3  # OTLP's numbering
-LEGACY_CALL = "litellm_request"
 
 
 @dataclass(frozen=True)
@@ -322,13 +320,21 @@ def _request_spans(recorder: RecordingServer) -> list[Any]:
                 by_trace.setdefault(span.trace_id, []).append(span)
         for group in by_trace.values():
             root = [s for s in group if not s.parent_span_id]
-            # LiteLLM's model call: V2's CLIENT span, the legacy loggers' litellm_request.
-            model_call = [s for s in group if s.kind == SPAN_KIND_CLIENT or s.name == LEGACY_CALL]
-            if root and model_call:
+            if root and any(observation_type(s) == "GENERATION" for s in group):
                 return group
         return []
 
-    return request_trace(recorder.wait_for_spans(lambda s: bool(request_trace(s)), timeout=30))
+    spans = request_trace(recorder.wait_for_spans(lambda s: bool(request_trace(s)), timeout=30))
+    # The legacy loggers export their model-call span after the response: the trace is
+    # complete once nothing more arrives for it (bounded by the deadline).
+    trace_id, deadline = spans[0].trace_id, time.monotonic() + 30
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < 1.5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = [s for s in recorder.spans_for_trace(trace_id) if is_proxy_span(s)]
+        if len(now) != len(spans):
+            spans, quiet_since = now, time.monotonic()
+    return spans
 
 
 def test_unbridged_request_one_generation(
