@@ -18,7 +18,7 @@ from types import SimpleNamespace
 from unittest import mock
 
 import pytest
-from bridge_loader import bridge_module, litellm_available
+from bridge_loader import bridge_module, call_bridge, litellm_available, make_bridge
 from opentelemetry import context
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -285,3 +285,41 @@ def test_otel_tracer_name_is_litellms_scope_too() -> None:
 )
 def test_span_typing_setting(value: str | None, expected: bool) -> None:
     assert types_unbridged_requests(value) is expected
+
+
+# --------------------------------------------------------------------------- the auth-time span
+
+
+def test_the_request_span_started_before_the_hook_gets_the_prompt() -> None:
+    """Legacy OTel loggers start "Received Proxy Server Request" during auth and hand it to the
+    hook as `user_api_key_dict.parent_otel_span`; up to 1.80 that span becomes the generation,
+    so the hook links the prompt on it. A span of another trace is left alone."""
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
+    from otel_bridge import BridgeContext, PromptRef, SpanRef, encode_headers
+
+    trace_id, span_id = 0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7
+    caller = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(1))
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("litellm")
+    headers = encode_headers(
+        BridgeContext(
+            parent=SpanRef(f"{trace_id:032x}", f"{span_id:016x}", True),
+            prompt=PromptRef("test-prompt", 3),
+        )
+    )
+    bridge = make_bridge()
+    caller_context = set_span_in_context(NonRecordingSpan(caller))
+    mine = tracer.start_span("Received Proxy Server Request", context=caller_context)
+    other = tracer.start_span("Received Proxy Server Request", context=context.Context())
+    for span in (mine, other):
+        data = {"proxy_server_request": {"headers": dict(headers)}, "metadata": {}}
+        call_bridge(bridge, data, SimpleNamespace(parent_otel_span=span))
+        span.end()
+    linked, unlinked = exporter.get_finished_spans()
+    assert linked.attributes["langfuse.observation.prompt.name"] == "test-prompt"
+    assert linked.attributes["langfuse.observation.prompt.version"] == 3
+    assert "langfuse.observation.prompt.name" not in unlinked.attributes
+    provider.shutdown()
