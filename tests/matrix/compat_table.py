@@ -1,7 +1,7 @@
 """docs/compatibility.md from a matrix run: `./dev matrix` writes one JUnit XML per cell into
 .matrix/results/ (tests/test_matrix_core.py); this turns them into the support tables.
 
-    python tests/matrix/compat_table.py .matrix/results --command "./dev matrix" > docs/compatibility.md
+    python tests/matrix/compat_table.py .matrix/results > docs/compatibility.md
 
 Every entry comes from a test outcome: supported (the test passed and checked the core),
 unsupported (the bridge said so at start-up, the test checked that line; the reason is the
@@ -75,9 +75,7 @@ def read_cell(path: Path) -> Cell:
         if failure is None:
             failure = case.find("error")
         skipped = case.find("skipped")
-        recorded = {
-            p.get("name"): p.get("value") for p in case.iter("property") if p.get("name")
-        }
+        recorded = {p.get("name"): p.get("value") for p in case.iter("property") if p.get("name")}
         if failure is not None:
             cell.outcomes[key] = Outcome("FAIL", _first_line(failure.get("message")))
         elif skipped is not None:
@@ -138,6 +136,8 @@ def render(cells: list[Cell], command: str, commit: str, when: str) -> str:
         "[setup-by-litellm-version.md](setup-by-litellm-version.md) gives for that release.",
         "*unbridged: 1 generation*: a request without bridge context through the bridged proxy",
         "counted one generation. *unsupported*: the bridge logs why at start-up (checked).",
+        "The `otel` column runs with `OTEL_TRACER_NAME=acme-gateway` (a renamed legacy scope);",
+        "V2 always uses the scope `litellm`.",
         "",
     ]
     gateway_cells = [c for c in cells if c.name.startswith("litellm-")]
@@ -148,7 +148,9 @@ def render(cells: list[Cell], command: str, commit: str, when: str) -> str:
             "",
             "App tier: the pinned `.venv` (see each row).",
             "",
-            "| LiteLLM | proxy tier | app tier | " + " | ".join(PATH_TITLES[p] for p in PATHS) + " |",
+            "| LiteLLM | proxy tier | app tier | "
+            + " | ".join(PATH_TITLES[p] for p in PATHS)
+            + " |",
             "|---|---|---|" + "---|" * len(PATHS),
         ]
         for cell in sorted(gateway_cells, key=_sort_key):
@@ -163,9 +165,18 @@ def render(cells: list[Cell], command: str, commit: str, when: str) -> str:
             if ("langfuse_otel_v2", "switch") in c.outcomes
         ]
         if switch:
-            out += ["", "`OTEL_BRIDGE_SPAN_TYPING=bridged` (unbridged requests left to LiteLLM):", ""]
+            out += [
+                "",
+                "`OTEL_BRIDGE_SPAN_TYPING=bridged` (unbridged requests left to LiteLLM):",
+                "",
+            ]
             for cell, outcome in switch:
-                out.append(f"* {cell.name}: {outcome.status} {outcome.detail}".rstrip())
+                text = {
+                    "supported": "passed: no attribute of the bridge's, and LiteLLM's own typing "
+                    "counts more than one generation",
+                    "skipped": f"n/a ({outcome.detail})",
+                }.get(outcome.status, f"{outcome.status}: {outcome.detail}")
+                out.append(f"* {cell.name.removeprefix('litellm-')}: {text}")
         out.append("")
     if app_cells:
         paths = sorted({p for c in app_cells for p, _ in c.outcomes if p in PATHS}, key=PATHS.index)
