@@ -17,8 +17,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import gzip
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +53,12 @@ from harness import (
     PATHS,
     CaptureServer,
     ProxyProcess,
+    UpstreamServer,
+    assert_upstream_got_no_context,
     client_env,
-    mock_config,
     run_scenario,
     start_proxy,
+    upstream_config,
 )
 
 from otel_bridge.demo._stack import example_config
@@ -240,13 +245,25 @@ def otel_proxy_env(rotel: RotelForwarder, *, v2: bool) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[UpstreamServer]:
+    with UpstreamServer() as server:
+        yield server
+
+
 @contextlib.contextmanager
 def _otel_proxy(
-    rotel: RotelForwarder, workdir: Path, *, v2: bool, bridge: bool = True
+    rotel: RotelForwarder,
+    upstream: UpstreamServer,
+    workdir: Path,
+    *,
+    v2: bool,
+    bridge: bool = True,
 ) -> Iterator[ProxyProcess]:
     env = otel_proxy_env(rotel, v2=v2)
     assert env["OTEL_EXPORTER"] == "otlp_http" and env["OTEL_SERVICE_NAME"] == "litellm-proxy"
-    process = start_proxy(mock_config("otel.yaml", bridge=bridge), env, workdir)
+    config = upstream_config(upstream.api_base, "otel.yaml", bridge=bridge)
+    process = start_proxy(config, env, workdir)
     try:
         yield process
     finally:
@@ -255,41 +272,44 @@ def _otel_proxy(
 
 @pytest.fixture(scope="module")
 def legacy_proxy(
-    rotel: RotelForwarder, tmp_path_factory: pytest.TempPathFactory
+    rotel: RotelForwarder, upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyProcess]:
-    with _otel_proxy(rotel, tmp_path_factory.mktemp("proxy-legacy"), v2=False) as process:
+    workdir = tmp_path_factory.mktemp("proxy-legacy")
+    with _otel_proxy(rotel, upstream, workdir, v2=False) as process:
         yield process
 
 
 @pytest.fixture(scope="module")
 def v2_proxy(
-    rotel: RotelForwarder, tmp_path_factory: pytest.TempPathFactory
+    rotel: RotelForwarder, upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyProcess]:
-    with _otel_proxy(rotel, tmp_path_factory.mktemp("proxy-v2"), v2=True) as process:
+    with _otel_proxy(rotel, upstream, tmp_path_factory.mktemp("proxy-v2"), v2=True) as process:
         yield process
 
 
 # The same proxies without the bridge: what LiteLLM exports on its own.
 @pytest.fixture(scope="module")
 def plain_legacy_proxy(
-    rotel: RotelForwarder, tmp_path_factory: pytest.TempPathFactory
+    rotel: RotelForwarder, upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyProcess]:
     workdir = tmp_path_factory.mktemp("plain-legacy")
-    with _otel_proxy(rotel, workdir, v2=False, bridge=False) as process:
+    with _otel_proxy(rotel, upstream, workdir, v2=False, bridge=False) as process:
         yield process
 
 
 @pytest.fixture(scope="module")
 def plain_v2_proxy(
-    rotel: RotelForwarder, tmp_path_factory: pytest.TempPathFactory
+    rotel: RotelForwarder, upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyProcess]:
-    with _otel_proxy(rotel, tmp_path_factory.mktemp("plain-v2"), v2=True, bridge=False) as process:
+    workdir = tmp_path_factory.mktemp("plain-v2")
+    with _otel_proxy(rotel, upstream, workdir, v2=True, bridge=False) as process:
         yield process
 
 
 @pytest.fixture(autouse=True)
-def clean_recorder(recorder: RecordingServer) -> None:
+def clean_recorder(recorder: RecordingServer, upstream: UpstreamServer) -> None:
     recorder.clear()
+    upstream.clear()
 
 
 def rotel_requests(recorder: RecordingServer) -> list[Any]:
@@ -357,6 +377,7 @@ def test_otel_callback_through_the_collector_pipeline(
     call: str,
     recorder: RecordingServer,
     rotel: RotelForwarder,
+    upstream: UpstreamServer,
     other_origin: CaptureServer,
     request: pytest.FixtureRequest,
 ) -> None:
@@ -384,6 +405,10 @@ def test_otel_callback_through_the_collector_pipeline(
     for sent in other_origin.requests:
         assert "traceparent" in sent
         assert not any("langfuse_" in value for value in sent.get("baggage", []))
+    # The model provider got the call and none of its trace context.
+    assert_upstream_got_no_context(
+        upstream.requests, expected=1, secrets=[run["trace_id"], run["span_id"], PROMPT[0]]
+    )
 
 
 @pytest.mark.e2e
@@ -477,13 +502,78 @@ def test_the_forwarders_auth_header_is_what_gets_the_spans_in(
         rotel.start()
 
 
+# Attributes from which Langfuse types a span as a generation (any model attribute).
+MODEL_KEYS = {
+    "langfuse.observation.model.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "llm.model_name",
+    "model",
+}
+
+
+class OtlpSink:
+    """A dead end at the collector's OTLP/HTTP address: accepts every export (200, so the
+    exporter neither retries nor drops), forwards nothing, and records each span's trace id
+    and attribute keys, so a test can wait for the exact spans a request makes."""
+
+    def __init__(self, port: int) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        self.spans: list[tuple[str, frozenset[str]]] = []
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if self.headers.get("content-encoding") == "gzip":
+                    body = gzip.decompress(body)
+                export = ExportTraceServiceRequest.FromString(body)
+                got = [
+                    (span.trace_id.hex(), frozenset(a.key for a in span.attributes))
+                    for resource in export.resource_spans
+                    for scope in resource.scope_spans
+                    for span in scope.spans
+                ]
+                with lock:
+                    outer.spans.extend(got)
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._lock = lock
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def has_model_call(self, trace_id: str) -> bool:
+        with self._lock:
+            return any(t == trace_id and keys & MODEL_KEYS for t, keys in self.spans)
+
+    def __enter__(self) -> OtlpSink:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
 @pytest.mark.e2e
 def test_without_the_forwarder_no_proxy_span_arrives(
     recorder: RecordingServer, rotel: RotelForwarder, legacy_proxy: ProxyProcess
 ) -> None:
     """Negative control: the proxy reaches the recording server only through rotel.
 
-    Last in this module: it stops and restarts the shared forwarder.
+    Last in this module: it replaces the shared forwarder with a dead end on its port, then
+    restarts it.
     """
     # Positive control first: with rotel up, the proxy's spans arrive.
     env = client_env(recorder.url, legacy_proxy.url, SCENARIO_PATH="use_prompt")
@@ -492,22 +582,20 @@ def test_without_the_forwarder_no_proxy_span_arrives(
     assert_came_through_rotel(recorder)
     rotel.stop()
     try:
-        recorder.clear()
-        (run,) = run_scenario(env)
-        # The client's spans come in (they never pass rotel) ...
-        recorder.wait_for_spans(
-            lambda spans: any(s.span_id == run["span_id"] for s in spans), timeout=30
-        )
-        # ... the proxy's do not, while the proxy's exporter keeps retrying (about 7 s).
-        time.sleep(3)
-        assert not [s for s in recorder.spans() if is_proxy_span(s)], recorder.summary()
-        assert not rotel_requests(recorder)
+        with OtlpSink(rotel.http_port) as sink:
+            recorder.clear()
+            (run,) = run_scenario(env)
+            # The client's spans come in (they never pass rotel) ...
+            recorder.wait_for_spans(
+                lambda spans: any(s.span_id == run["span_id"] for s in spans), timeout=30
+            )
+            # ... the proxy exported its model call to the collector's address, accepted there ...
+            deadline = time.monotonic() + 30
+            while not sink.has_model_call(run["trace_id"]):
+                assert time.monotonic() < deadline, "the proxy exported nothing to the collector"
+                time.sleep(0.1)
+            # ... and none of it reached Langfuse.
+            assert not [s for s in recorder.spans() if is_proxy_span(s)], recorder.summary()
+            assert not rotel_requests(recorder)
     finally:
         rotel.start()
-    # Let the proxy exporter's retries end before the next test (delivered or dropped).
-    try:
-        recorder.wait_for_spans(lambda spans: bool(proxy_generations(spans)), timeout=12)
-    except TimeoutError:
-        pass
-    else:
-        assert_came_through_rotel(recorder)
