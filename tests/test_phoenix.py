@@ -28,7 +28,16 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import ProxyProcess, client_env, free_port, mock_config, run_scenario, start_proxy
+from harness import (
+    ProxyProcess,
+    UpstreamServer,
+    assert_upstream_got_no_context,
+    client_env,
+    free_port,
+    run_scenario,
+    start_proxy,
+    upstream_config,
+)
 
 from otel_bridge.demo._stack import ChildProcess, example_config, http_ok, scrubbed_environ
 from otel_bridge.recording_server import RecordingServer
@@ -123,10 +132,17 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PhoenixProcess
         shutil.rmtree(process.workdir / "data", ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[UpstreamServer]:
+    with UpstreamServer() as server:
+        yield server
+
+
 @pytest.fixture(params=["legacy", "v2"])
 def otel_proxy(
     request: pytest.FixtureRequest,
     phoenix: PhoenixProcess,
+    upstream: UpstreamServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ProxyProcess]:
     """examples/litellm/otel.yaml, its exporter aimed at Phoenix instead of the collector."""
@@ -135,7 +151,8 @@ def otel_proxy(
     env["OTEL_BSP_SCHEDULE_DELAY"] = "200"  # test speed only
     if request.param == "v2":
         env["LITELLM_OTEL_V2"] = "true"
-    process = start_proxy(mock_config("otel.yaml"), env, tmp_path_factory.mktemp(request.param))
+    config = upstream_config(upstream.api_base, "otel.yaml")
+    process = start_proxy(config, env, tmp_path_factory.mktemp(request.param))
     try:
         yield process
     finally:
@@ -170,8 +187,12 @@ def _wait_for_trace(
 
 
 def test_both_tiers_in_one_connected_phoenix_trace(
-    recorder: RecordingServer, phoenix: PhoenixProcess, otel_proxy: ProxyProcess
+    recorder: RecordingServer,
+    phoenix: PhoenixProcess,
+    otel_proxy: ProxyProcess,
+    upstream: UpstreamServer,
 ) -> None:
+    upstream.clear()
     env = client_env(
         recorder.url,
         otel_proxy.url,
@@ -180,6 +201,9 @@ def test_both_tiers_in_one_connected_phoenix_trace(
     )
     (run,) = run_scenario(env)
     trace_id, root_id = run["trace_id"], run["span_id"]
+    assert_upstream_got_no_context(
+        upstream.requests, expected=1, secrets=[trace_id, root_id, "test-prompt"]
+    )
 
     def parents_of(spans: list[dict[str, Any]]) -> dict[str, str | None]:
         return {s["context"]["span_id"]: s["parent_id"] for s in spans}
