@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from otel_bridge.demo._stack import (
     MASTER_KEY,
@@ -29,6 +29,7 @@ from otel_bridge.demo._upstream import UPSTREAM_ANSWER, UpstreamRequest, Upstrea
 __all__ = [
     "MASTER_KEY",
     "UPSTREAM_ANSWER",
+    "LoopbackServer",
     "ProxyProcess",
     "UpstreamRequest",
     "UpstreamServer",
@@ -152,8 +153,35 @@ def run_scenario(
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
-class CaptureServer:
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1, on a port the OS picks, serving from a thread while the
+    context is open; subclasses build the request handler and pass it in."""
+
+    path = ""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{self.path}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+class CaptureServer(LoopbackServer):
     """A plain HTTP server on loopback that records request headers (a non-gateway origin)."""
+
+    path = "/other"
 
     def __init__(self) -> None:
         self.requests: list[dict[str, list[str]]] = []
@@ -177,18 +205,4 @@ class CaptureServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/other"
-
-    def __enter__(self) -> CaptureServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(Handler)

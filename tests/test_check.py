@@ -11,13 +11,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
-from harness import MASTER_KEY, ProxyProcess, UpstreamServer, start_proxy, upstream_config
+from harness import (
+    MASTER_KEY,
+    LoopbackServer,
+    ProxyProcess,
+    UpstreamServer,
+    start_proxy,
+    upstream_config,
+)
 
 from otel_bridge.recording_server import RecordedPrompt, RecordingServer
 
@@ -36,7 +42,7 @@ _NOT_FORWARDED = {"host", "content-length", "connection", "transfer-encoding", "
 pytestmark = pytest.mark.e2e
 
 
-class HeaderStrippingForwarder:
+class HeaderStrippingForwarder(LoopbackServer):
     """A reverse proxy on loopback that passes requests on without some headers (`baggage` by
     default), like a load balancer or API gateway that forwards only the headers it knows."""
 
@@ -73,21 +79,7 @@ class HeaderStrippingForwarder:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> HeaderStrippingForwarder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(Handler)
 
 
 @pytest.fixture(scope="module")

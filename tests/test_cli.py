@@ -6,16 +6,16 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
 import pytest
 from harness import (
+    LoopbackServer,
     ProxyProcess,
     UpstreamServer,
     client_env,
@@ -429,7 +429,7 @@ def test_judge_names_the_expected_prompt_where_langfuse_keeps_no_link() -> None:
     assert asked == [PromptWanted("test-prompt", 7), PromptWanted("test-prompt", 1)]
 
 
-class _LangfuseWithoutV2:
+class _LangfuseWithoutV2(LoopbackServer):
     """Answers as a Langfuse server with LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN off: v2
     observations 404 with the message of web/src/pages/api/public/v2/observations/index.ts, and
     the v1 trace endpoint either 404 for every trace (events_only, the message of
@@ -469,21 +469,7 @@ class _LangfuseWithoutV2:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> _LangfuseWithoutV2:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(Handler)
 
 
 def test_verify_names_an_events_only_langfuse_that_serves_no_reads() -> None:

@@ -18,11 +18,12 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from harness import LoopbackServer
 
 from otel_bridge._context import PROMPT_NAME_KEY, PROMPT_VERSION_KEY, parse_baggage
 from otel_bridge.recording_server import RecordingServer
@@ -50,7 +51,7 @@ class Received:
         return [(k, v) for k, v in self.baggage() if k.lower().startswith("langfuse")]
 
 
-class CaptureServer:
+class CaptureServer(LoopbackServer):
     """Records every request; ``/redirect?code=N&to=URL`` answers N with Location: URL."""
 
     def __init__(self, label: str) -> None:
@@ -91,22 +92,7 @@ class CaptureServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> CaptureServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(Handler)
 
 
 @dataclass

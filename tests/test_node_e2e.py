@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -30,7 +30,7 @@ import httpx
 import pytest
 from collector_forwarder import RotelForwarder, collector_forwarder
 from e2e_assertions import assert_unified, proxy_generations, wait_for_proxy_generations
-from harness import MASTER_KEY, client_env, start_proxy
+from harness import MASTER_KEY, LoopbackServer, client_env, start_proxy
 
 from otel_bridge._context import LANGFUSE_BAGGAGE_PREFIX, parse_baggage, prompt_from_members
 from otel_bridge.demo._stack import ProxyProcess, example_config, upstream_config
@@ -104,7 +104,7 @@ class Received:
         return [(k, v) for k, v in members if k.lower().startswith(LANGFUSE_BAGGAGE_PREFIX)]
 
 
-class Origin:
+class Origin(LoopbackServer):
     """A loopback HTTP origin that records requests; ``/redirect?to=URL`` answers 302 there."""
 
     def __init__(self) -> None:
@@ -140,22 +140,7 @@ class Origin:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> Origin:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(Handler)
 
 
 # --------------------------------------------------------------------------- the gateway
