@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -154,16 +153,56 @@ def _stable(span: Any, volatile: set[str], depth: int) -> tuple[Any, ...]:
     return (span.name, span.scope_name, span.kind, observation_type(span), depth, text)
 
 
-def _request_trace(recorder: RecordingServer) -> list[Any]:
-    """Every span the proxy exported for the one request just made, once they stop arriving."""
-    (call,) = llm_call_spans(recorder, 1)
-    spans, quiet_since = recorder.spans_for_trace(call.trace_id), time.monotonic()
-    while time.monotonic() - quiet_since < 1.5:
-        time.sleep(0.1)
-        now = recorder.spans_for_trace(call.trace_id)
-        if len(now) != len(spans):
-            spans, quiet_since = now, time.monotonic()
-    return spans
+def request_complete(spans: list[Any]) -> bool:
+    """Whether one trace's proxy spans include the two a request ends with: its root, and its
+    model call, a generation that LiteLLM's loggers end in the success callback after the
+    response (the Langfuse SDK's, ``litellm_request``, or OTel V2's CLIENT span). FastAPI's
+    spans do not count: without the bridge's typing, ``fastapi.dependencies`` is a GENERATION
+    in Langfuse's eyes too, and it ends before the response."""
+    return any(not s.parent_span_id for s in spans) and any(
+        observation_type(s) == "GENERATION" and "fastapi" not in s.scope_name for s in spans
+    )
+
+
+def _send_and_wait(recorder: RecordingServer, target: ProxyProcess, timeout: float) -> str:
+    """One request without bridge context through ``target``; the id of its trace, once
+    ``request_complete``. A trace already received before the request is not it."""
+    known = {s.trace_id for s in recorder.spans()}
+
+    def new_requests(spans: list[Any]) -> list[str]:
+        by_trace: dict[str, list[Any]] = {}
+        for span in spans:
+            if span.trace_id not in known and is_proxy_span(span):
+                by_trace.setdefault(span.trace_id, []).append(span)
+        return [trace_id for trace_id, group in by_trace.items() if request_complete(group)]
+
+    raw_call(target)
+    spans = recorder.wait_for_spans(lambda spans: bool(new_requests(spans)), timeout=timeout)
+    (trace_id,) = new_requests(spans)
+    return trace_id
+
+
+SENTINEL_ROUNDS = 2
+
+
+def answered_request_spans(
+    recorder: RecordingServer, target: ProxyProcess, timeout: float = 30
+) -> list[Any]:
+    """One request without bridge context through ``target``, and every span the proxy exported
+    for it.
+
+    "Every" is an event here, not a quiet window: after the request's own root and model call
+    have arrived, sentinel requests go through the same proxy, each waited for the same way. A
+    proxy exports all its spans through one BatchSpanProcessor: a FIFO queue whose exporter
+    waits until each batch is stored. A sentinel's model-call span ends after every span of the
+    request (their last one arrived before the sentinel was sent), so it is queued, and
+    arrives, after them. The second round is for a forwarder in between (rotel), which can have
+    two batches in flight at once: the second sentinel is only sent once the first one's batch
+    was stored, after every batch rotel dispatched before it."""
+    trace_id = _send_and_wait(recorder, target, timeout)
+    for _ in range(SENTINEL_ROUNDS):
+        _send_and_wait(recorder, target, timeout)
+    return [s for s in recorder.spans_for_trace(trace_id) if is_proxy_span(s)]
 
 
 def _shape(spans: list[Any], volatile: set[str]) -> list[tuple[Any, ...]]:
@@ -227,11 +266,8 @@ def assert_logged_as_without_the_bridge(
     (OTEL_BRIDGE_SPAN_TYPING=all, the default; docs/setup-by-litellm-version.md):
     ``langfuse.observation.type=span`` on spans that are not the model call, so that Langfuse
     counts exactly one generation."""
-    traces = []
-    for target in (plain_proxy, plain_proxy, proxy):
-        recorder.clear()
-        raw_call(target)
-        traces.append(_request_trace(recorder))
+    recorder.clear()
+    traces = [answered_request_spans(recorder, t) for t in (plain_proxy, plain_proxy, proxy)]
     plain_a, plain_b, bridged = traces
     assert bridged and all(is_proxy_span(s) for s in bridged)
     assert [observation_type(s) for s in bridged].count("GENERATION") == 1

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from conftest import TEST_PROMPTS
 from e2e_assertions import (
+    SENTINEL_ROUNDS,
     WORKAROUND_METADATA,
     assert_logged_as_without_the_bridge,
     assert_unified,
@@ -233,8 +234,9 @@ def test_no_context_is_logged_exactly_as_without_the_bridge(
     upstream: UpstreamServer,
 ) -> None:
     assert_logged_as_without_the_bridge(recorder, proxy, plain_proxy)
-    # Three calls, the same model request each time, bridge or not.
-    assert_upstream_got_no_context(upstream.requests, expected=3)
+    # Three requests, each followed by its sentinels: the same model request each time, bridge
+    # or not.
+    assert_upstream_got_no_context(upstream.requests, expected=3 * (1 + SENTINEL_ROUNDS))
     assert len({r.raw_body for r in upstream.model_calls}) == 1
 
 

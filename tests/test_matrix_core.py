@@ -31,7 +31,13 @@ from typing import Any
 import pytest
 import yaml
 from collector_forwarder import RotelForwarder, collector_forwarder
-from e2e_assertions import PROMPT_NAME, assert_unified, is_proxy_span, proxy_generations, raw_call
+from e2e_assertions import (
+    PROMPT_NAME,
+    answered_request_spans,
+    assert_unified,
+    is_proxy_span,
+    proxy_generations,
+)
 from harness import (
     ProxyProcess,
     UpstreamServer,
@@ -309,34 +315,6 @@ def test_core(
     record_property("matrix", json.dumps({**cell, "status": "supported"}))
 
 
-def _request_spans(recorder: RecordingServer) -> list[Any]:
-    """The proxy's spans of the one chat request just made, once its root span has arrived
-    (other traces, such as the start-up health checks a fresh proxy exports late, are not it)."""
-
-    def request_trace(spans: list[Any]) -> list[Any]:
-        by_trace: dict[str, list[Any]] = {}
-        for span in spans:
-            if is_proxy_span(span):
-                by_trace.setdefault(span.trace_id, []).append(span)
-        for group in by_trace.values():
-            root = [s for s in group if not s.parent_span_id]
-            if root and any(observation_type(s) == "GENERATION" for s in group):
-                return group
-        return []
-
-    spans = request_trace(recorder.wait_for_spans(lambda s: bool(request_trace(s)), timeout=30))
-    # The legacy loggers export their model-call span after the response: the trace is
-    # complete once nothing more arrives for it (bounded by the deadline).
-    trace_id, deadline = spans[0].trace_id, time.monotonic() + 30
-    quiet_since = time.monotonic()
-    while time.monotonic() - quiet_since < 1.5 and time.monotonic() < deadline:
-        time.sleep(0.1)
-        now = [s for s in recorder.spans_for_trace(trace_id) if is_proxy_span(s)]
-        if len(now) != len(spans):
-            spans, quiet_since = now, time.monotonic()
-    return spans
-
-
 def test_unbridged_request_one_generation(
     proxy: tuple[str, ProxyProcess],
     gateway: Gateway,
@@ -348,8 +326,7 @@ def test_unbridged_request_one_generation(
     path, process = proxy
     if path == "langfuse" or unsupported_reason(path, gateway) is not None:
         pytest.skip(f"{path}: no OTel spans to type on LiteLLM {gateway.label}")
-    raw_call(process)
-    spans = _request_spans(recorder)
+    spans = answered_request_spans(recorder, process)
     generations = [s.name for s in spans if observation_type(s) == "GENERATION"]
     assert len(generations) == 1, generations
     assert not any(PROMPT_NAME in s.attributes for s in spans)
@@ -386,8 +363,7 @@ def test_span_typing_switch_leaves_unbridged_requests_to_litellm(
     )
     with process:
         recorder.clear()
-        raw_call(process)
-        spans = _request_spans(recorder)
+        spans = answered_request_spans(recorder, process)
     assert [s.name for s in spans if s.attributes.get(TYPE_ATTRIBUTE) == "span"] == []
     assert not any(PROMPT_NAME in s.attributes for s in spans)
     # What the default setting exists for: LiteLLM's own typing counts more than one.
