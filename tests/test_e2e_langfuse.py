@@ -74,16 +74,22 @@ def proxy_env(recorder: RecordingServer, variant: str) -> dict[str, str]:
     }
 
 
+def _launch_combos() -> list[tuple[str, bool]]:
+    # How the client starts the bridge does not depend on the gateway's logging path: both
+    # ways run against the `langfuse` callback, the launcher against every path.
+    return [(v, launch) for v in VARIANTS for launch in (True, False) if launch or v == "langfuse"]
+
+
+def _launch_id(launcher: bool) -> str:
+    return "launcher" if launcher else "instrument-call"
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "variant" not in metafunc.fixturenames:
         return
     if "launcher" in metafunc.fixturenames:
-        # How the client starts the bridge does not depend on the gateway's logging path:
-        # both ways run against the `langfuse` callback, the launcher against every path.
-        combos = [
-            (v, launch) for v in VARIANTS for launch in (True, False) if launch or v == "langfuse"
-        ]
-        ids = [f"{v}-{'launcher' if launch else 'instrument-call'}" for v, launch in combos]
+        combos = _launch_combos()
+        ids = [f"{v}-{_launch_id(launch)}" for v, launch in combos]
         metafunc.parametrize(
             ("variant", "launcher"), combos, ids=ids, indirect=["variant"], scope="module"
         )
@@ -218,10 +224,19 @@ def test_two_prompts_one_after_the_other(
     assert_runs_reached_the_model_without_context(upstream, runs)
 
 
-@pytest.mark.parametrize("path", PATHS)
+# Under concurrency, one prompt source per gateway path, each source on one path: cross-talk is
+# a property of the proxy's per-request context, which every path shares.
+CONCURRENT_PATH = {
+    "langfuse": "langfuse_openai",
+    "langfuse_otel": "use_prompt",
+    "langfuse_otel_v2": "propagate_attributes",
+}
+
+
 def test_200_concurrent_traces_zero_cross_talk(
-    path: str, recorder: RecordingServer, proxy: ProxyProcess, upstream: UpstreamServer
+    variant: str, recorder: RecordingServer, proxy: ProxyProcess, upstream: UpstreamServer
 ) -> None:
+    path = CONCURRENT_PATH[variant]
     runs = run_two_prompts(recorder, proxy, path=path, call="async", concurrency=200)
     assert_runs_reached_the_model_without_context(upstream, runs)
 

@@ -49,7 +49,7 @@ from otel_bridge.recording_server import OTLP_TRACES_PATH, RecordedRequest, Reco
 
 pytestmark = pytest.mark.e2e
 
-REQUESTS = 500
+REQUESTS = 200
 CONCURRENCY = 16
 FAULTS = ["refused", "down", "slow", "error"]
 # How long the `slow` fault holds an export. A request or call that waited for an export takes
@@ -264,8 +264,8 @@ def client_recorder() -> Iterator[RecordingServer]:
         yield server
 
 
-APP_CALLS = 500
-# A deadline for the app's whole run (cold start, 500 calls, flush at exit), not a measure.
+APP_CALLS = 200
+# A deadline for the app's whole run (cold start, 200 calls, flush at exit), not a measure.
 APP_DEADLINE_S = 240.0
 
 
