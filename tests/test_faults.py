@@ -6,12 +6,12 @@ answering) and ``error`` (HTTP 500).
 
 Pass/fail is on events, never on a latency ratio (latencies are printed, for information):
 
-* Proxy: 500 bridged requests (concurrency 16) per outage, against a real model server. Every
+* Proxy: 200 bridged requests (concurrency 16) per outage, against a real model server. Every
   request is answered with the model's answer; no request takes N seconds or more, which any
   request that waited for an export would (the proxy's exporter is given a timeout above N, so
   a stalled export lasts at least N); and the exporter really did meet the outage during the
   run (Langfuse recorded the dropped, failed or held exports). Afterwards exports resume.
-* Client: the scenario app (launcher, Langfuse SDK 5) makes 500 gateway calls per outage:
+* Client: the scenario app (launcher, Langfuse SDK 5) makes 200 gateway calls per outage:
   every call succeeds, none takes N seconds or more (the SDK's own export timeout is N), its
   exports met the outage, and the app exits 0 on its own: its flush at exit waits for the
   exporter, which gives up after ``LANGFUSE_TIMEOUT`` seconds (5 by default); a small
@@ -294,7 +294,7 @@ def _describe_calls(seconds: list[float]) -> str:
 def test_app_calls_never_wait_for_langfuse_and_the_app_exits_on_its_own(
     mode: str, proxy: ProxyProcess, client_recorder: RecordingServer
 ) -> None:
-    """Default SDK settings: 500 calls through the gateway, healthy Langfuse, then an outage.
+    """Default SDK settings: 200 calls through the gateway, healthy Langfuse, then an outage.
 
     Measured here (2 cores): call latency p50 ~8 ms in every mode, the same as healthy.
     """
