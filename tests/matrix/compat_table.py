@@ -196,8 +196,7 @@ def render(cells: list[Cell], command: str, commit: str, when: str) -> str:
             )
         out += [
             "",
-            "The app cells above name their prompt through `langfuse.openai` "
-            "(`langfuse_prompt=`).",
+            "The app cells above name their prompt through `langfuse.openai` (`langfuse_prompt=`).",
             "`otel_bridge.use_prompt` works on every cell (tests/test_app_cells.py). "
             "Langfuse's own",
             "`propagate_attributes(prompt=..., as_baggage=True)` exists from langfuse 4.14: on",
