@@ -103,11 +103,11 @@ def assert_exports_met_the_outage(
     if mode == "refused":
         assert not recorder.running
         return 0
-    if mode == "slow" and held_within is not None:
-        _wait_until(
-            lambda: bool(_exports(recorder)), held_within, "an export held by the 'slow' fault"
-        )
     if mode == "slow":
+        if held_within is not None:
+            _wait_until(
+                lambda: bool(_exports(recorder)), held_within, "an export held by the 'slow' fault"
+            )
         # Exports still held end now, recorded as such; earlier ones were recorded after N s.
         # Every export since the outage began was held, however it ended.
         recorder.stop()
