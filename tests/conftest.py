@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,7 +9,26 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from otel_bridge.demo._stack import PORT_RANGE_ENV, parse_port_range
 from otel_bridge.recording_server import RecordedPrompt, RecordingServer
+
+# Child processes (proxies, collectors, Phoenix) get ports below Linux's ephemeral range
+# (32768-60999), one slice per pytest-xdist worker: `./dev test` runs the files on parallel
+# workers, and no two of them may hand the same port to a child that is still starting up.
+# A DEMO_PORT_RANGE already set (./dev gives the matrix cells it runs side by side one each) is
+# the range sliced; each worker inherits its controller's.
+DEFAULT_PORTS = "20000-32767"
+
+
+def _worker_port_range() -> str:
+    low, high = parse_port_range(os.environ.get(PORT_RANGE_ENV) or DEFAULT_PORTS)
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    size = (high - low + 1) // count
+    return f"{low + index * size}-{low + (index + 1) * size - 1}"
+
+
+os.environ[PORT_RANGE_ENV] = _worker_port_range()
 
 TEST_PROMPTS = [
     RecordedPrompt(

@@ -8,10 +8,12 @@ Everything binds 127.0.0.1 on a port picked here and is stopped by whoever start
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,45 @@ MASTER_KEY = "sk-otel-bridge-demo-0123456789"
 MOCK_ANSWER = "Hello from the mock model."
 
 
+# DEMO_PORT_RANGE="LOW-HIGH" is where free_port() picks (no OTEL_ prefix, so children keep it).
+# The tests give each parallel worker its own range below the kernel's ephemeral ports: a port
+# from bind(0) is free only until somebody's next bind(0) or outgoing connection, and a child
+# takes seconds to bind it, so two workers could otherwise meet on one.
+PORT_RANGE_ENV = "DEMO_PORT_RANGE"
+_recently_picked: deque[int] = deque(maxlen=64)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing is bound to now, for a child process to bind."""
+    spec = os.environ.get(PORT_RANGE_ENV)
+    if not spec:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    low, high = parse_port_range(spec)
+    candidates = [port for port in range(low, high + 1) if port not in _recently_picked]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        # Remembered because the caller may ask again before its child has bound this one.
+        _recently_picked.append(port)
+        return port
+    raise RuntimeError(f"{PORT_RANGE_ENV}={spec}: no free port left in that range")
+
+
+def parse_port_range(spec: str) -> tuple[int, int]:
+    low, _, high = spec.partition("-")
+    try:
+        bounds = int(low), int(high)
+    except ValueError:
+        bounds = (0, -1)
+    if not 1024 <= bounds[0] <= bounds[1] <= 65535:
+        raise ValueError(f"{PORT_RANGE_ENV}={spec!r}: expected LOW-HIGH within 1024-65535")
+    return bounds
 
 
 def example_config(name: str = "langfuse.yaml") -> dict[str, Any]:
