@@ -225,6 +225,8 @@ class ProxyProcess(ChildProcess):
             "LITELLM_TELEMETRY": "False",
             "LANGFUSE_FLUSH_INTERVAL": "1",
             "PYTHONUNBUFFERED": "1",
+            # If a native extension crashes the gateway, its log keeps every thread's stack.
+            "PYTHONFAULTHANDLER": "1",
             **self.env,
         }
         command = [
