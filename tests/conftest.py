@@ -13,10 +13,10 @@ from otel_bridge.demo._stack import PORT_RANGE_ENV, parse_port_range
 from otel_bridge.recording_server import RecordedPrompt, RecordingServer
 
 # Child processes (proxies, collectors, Phoenix) get ports below Linux's ephemeral range
-# (32768-60999), one slice per pytest-xdist worker: `./dev test` runs the files on parallel
-# workers, and no two of them may hand the same port to a child that is still starting up.
-# A DEMO_PORT_RANGE already set (./dev gives the matrix cells it runs side by side one each) is
-# the range sliced; each worker inherits its controller's.
+# (32768-60999), one slice per pytest-xdist worker when the suite runs on several
+# (`./dev test -n 2 --dist loadfile`): no two workers may hand the same port to a child that is
+# still starting up. A DEMO_PORT_RANGE already set is the range sliced; each worker inherits
+# its controller's.
 DEFAULT_PORTS = "20000-32767"
 
 
